@@ -1,0 +1,54 @@
+"""The TRACT arguments, as an extension of LLaMA-Factory's ``FinetuningArguments``.
+
+Subclassing (rather than a separate dataclass) keeps LLaMA-Factory's five-tuple of parsed
+arguments intact, so every LLaMA-Factory code path keeps working, and puts our keys in
+``llamafactory-cli train -h``.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llamafactory.hparams.finetuning_args import FinetuningArguments
+
+from .score_format import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES, ScoreFormat
+
+COTRAFT_STAGE = "cotraft"
+
+
+@dataclass
+class TractFinetuningArguments(FinetuningArguments):
+    stage: Literal["pt", "sft", "rm", "ppo", "dpo", "kto", "cotraft"] = field(
+        default="sft",
+        metadata={"help": "Which stage will be performed in training (`cotraft`: CoT-RAFT, llamafactory-tract)."},
+    )
+    raft_lambda: float = field(
+        default=1.0,
+        metadata={"help": "[cotraft] Weight lambda of the squared-error (RAFT) term of the CoT-RAFT loss."},
+    )
+    score_delimiter: str = field(
+        default=DEFAULT_DELIMITER,
+        metadata={"help": "[cotraft] Text that ends every CoT and precedes the score token."},
+    )
+    score_values: str = field(
+        default=",".join(DEFAULT_SCORE_VALUES),
+        metadata={"help": "[cotraft] Comma-separated score values; each must be a single token after the delimiter."},
+    )
+    cotraft_drop_cot: bool = field(
+        default=False,
+        metadata={"help": "[cotraft] Train on the score alone, without CoT (RAFT, paper Table 2 row B.4)."},
+    )
+    cotraft_strict_data: bool = field(
+        default=False,
+        metadata={"help": "[cotraft] Raise on the first invalid training row instead of dropping and reporting it."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.raft_lambda < 0:
+            raise ValueError(f"`raft_lambda` must be >= 0, got {self.raft_lambda}.")
+        self.score_format  # validates delimiter and values at parse time
+
+    @property
+    def score_format(self) -> ScoreFormat:
+        values = self.score_values if isinstance(self.score_values, (list, tuple)) else self.score_values.split(",")
+        return ScoreFormat(delimiter=self.score_delimiter, values=tuple(str(value).strip() for value in values))

@@ -1,0 +1,73 @@
+"""The CoT-RAFT objective (paper Eq. 4) as a pure torch function.
+
+lambda * (sum_y y * p(str(y) | [x, s*]) - y*)^2  -  log p([s*, y*] | x), with the score token
+masked out of the CE term. Both terms are *sums* divided by counts over the whole effective
+batch (all micro-batches and processes), so the result does not depend on how the effective
+batch is split into per-device batch x gradient accumulation x processes.
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+class CoTRaftLoss(NamedTuple):
+    loss: torch.Tensor
+    """ce_sum / ce_normalizer + raft_lambda * squared_error_sum / raft_normalizer (what is backpropagated)."""
+    ce_sum: torch.Tensor
+    """Summed token cross-entropy over the CoT and end-of-turn tokens of this micro-batch."""
+    squared_error_sum: torch.Tensor
+    """Summed (expected score - y*)^2 over the scored sequences of this micro-batch."""
+    expected_scores: torch.Tensor
+    """Per-sequence expected score under the full-vocabulary softmax, shape [batch]."""
+
+
+def expected_scores_from_logits(
+    score_logits: torch.Tensor, score_token_ids: torch.Tensor, score_values: torch.Tensor
+) -> torch.Tensor:
+    """RAIL predictor (Eq. 1/3): sum_y y * p(str(y)); p is the full-vocabulary softmax, not renormalised.
+
+    score_logits: [N, V] logits of the positions that predict the score token.
+    """
+    log_probs = torch.log_softmax(score_logits.float(), dim=-1)
+    score_probs = log_probs.index_select(-1, score_token_ids).exp()
+    return score_probs @ score_values.to(score_probs.dtype)
+
+
+def score_logit_rows(logits: torch.Tensor, score_index: torch.Tensor) -> torch.Tensor:
+    """Logit rows that predict each sequence's score token ([B, V]); index -1 rows are clamped, mask them."""
+    rows = torch.arange(logits.size(0), device=logits.device)
+    return logits[rows, (score_index - 1).clamp(min=0)]
+
+
+def cotraft_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    score_index: torch.Tensor,
+    score_target: torch.Tensor,
+    score_token_ids: torch.Tensor,
+    score_values: torch.Tensor,
+    raft_lambda: float,
+    ce_normalizer: torch.Tensor | float,
+    raft_normalizer: torch.Tensor | float,
+) -> CoTRaftLoss:
+    """CoT-RAFT loss of one micro-batch, normalised by effective-batch counts.
+
+    logits: [B, T, V]; labels: [B, T] with the prompt and the score token set to IGNORE_INDEX;
+    score_index: [B] index of the score token in the sequence (-1: no score, contributes no squared error);
+    score_target: [B] y*; ce_normalizer / raft_normalizer: number of CE tokens / scored sequences in the
+    effective batch. Labels are shifted instead of logits, so no copy of the logits is made here.
+    """
+    vocab_size = logits.size(-1)
+    shifted_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    ce_sum = F.cross_entropy(
+        logits.reshape(-1, vocab_size).float(), shifted_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    expected = expected_scores_from_logits(score_logit_rows(logits, score_index), score_token_ids, score_values)
+    squared_error = (expected - score_target.to(expected.dtype)).square()
+    squared_error_sum = torch.where(score_index > 0, squared_error, torch.zeros_like(squared_error)).sum()
+    loss = ce_sum / ce_normalizer + raft_lambda * squared_error_sum / raft_normalizer
+    return CoTRaftLoss(loss, ce_sum, squared_error_sum, expected.detach())

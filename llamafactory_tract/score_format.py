@@ -1,0 +1,96 @@
+"""Normalise judge responses to ``<CoT> <delimiter> <score>`` and validate the score.
+
+Real data carries the score in several shapes (CoT ending in the delimiter, Prometheus'
+``[RESULT] y``, a separate column that the converter appends as ``[RESULT] y``). Every
+shape is reduced to one canonical text so that training and inference see the same string.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+PROMETHEUS_RESULT_MARKER = "[RESULT]"
+DEFAULT_DELIMITER = "So the overall score is"
+DEFAULT_SCORE_VALUES = ("1", "2", "3", "4", "5")
+
+
+class InvalidJudgeResponse(ValueError):
+    """A training row whose response cannot be turned into (CoT, score); the message says why."""
+
+
+@dataclass(frozen=True)
+class ScoreFormat:
+    """How a CoT ends and which score literals exist (paper: d = 'So the overall score is', Y = 1..5)."""
+
+    delimiter: str = DEFAULT_DELIMITER
+    values: tuple[str, ...] = DEFAULT_SCORE_VALUES
+
+    def __post_init__(self) -> None:
+        if not self.delimiter.strip():
+            raise ValueError("`score_delimiter` must be a non-empty string.")
+        if len(self.values) < 2:
+            raise ValueError(f"`score_values` needs at least two values, got {list(self.values)}.")
+        numeric = [_as_number(value) for value in self.values]
+        if any(number is None for number in numeric):
+            raise ValueError(f"Every entry of `score_values` must be a number, got {list(self.values)}.")
+        if len(set(numeric)) != len(numeric):
+            raise ValueError(f"`score_values` contains duplicates: {list(self.values)}.")
+
+    @property
+    def numeric_values(self) -> list[float]:
+        return [float(value) for value in self.values]
+
+    def canonical_literal(self, raw: str) -> str:
+        """Map '4', '4.0' or ' 4. ' to the configured literal '4'; raise if it is not a configured score."""
+        text = raw.strip().rstrip(".").strip()
+        number = _as_number(text)
+        if number is None:
+            raise InvalidJudgeResponse(f"unparsable score {raw.strip()[:30]!r}")
+        for literal, value in zip(self.values, self.numeric_values):
+            if math.isclose(number, value):
+                return literal
+        raise InvalidJudgeResponse(f"score {text!r} is not one of the configured score_values {list(self.values)}")
+
+    def format_response(self, cot: str, score_literal: str, with_cot: bool = True) -> str:
+        """The canonical training/inference text; without CoT (RAFT, Table 2 B.4) it is the score alone."""
+        if not with_cot:
+            return score_literal
+        return f"{cot} {self.delimiter} {score_literal}"
+
+    def split_response(self, response: str) -> tuple[str, str]:
+        """Return (CoT, canonical score literal) for any supported response shape."""
+        text = response.strip()
+        explicit_score = None
+        if PROMETHEUS_RESULT_MARKER in text:
+            text, _, raw_score = text.rpartition(PROMETHEUS_RESULT_MARKER)
+            explicit_score = self.canonical_literal(raw_score)
+            text = text.strip()
+
+        cot, delimited_score = self._strip_delimiter(text)
+        if explicit_score is None and delimited_score is None:
+            raise InvalidJudgeResponse(
+                f"missing score: the response ends neither with '{self.delimiter} <score>' nor with "
+                f"'{PROMETHEUS_RESULT_MARKER} <score>'"
+            )
+        if explicit_score is not None and delimited_score is not None and explicit_score != delimited_score:
+            raise InvalidJudgeResponse(
+                f"conflicting scores: CoT says {delimited_score}, {PROMETHEUS_RESULT_MARKER} says {explicit_score}"
+            )
+        return cot, explicit_score if explicit_score is not None else delimited_score
+
+    def _strip_delimiter(self, text: str) -> tuple[str, str | None]:
+        """Remove a trailing '<delimiter> [score]' and return the score literal found, if any."""
+        match = re.search(rf"{re.escape(self.delimiter)}\s*:?\s*([^\s]*)\s*$", text)
+        if match is None:
+            return text, None
+        cot = text[: match.start()].rstrip()
+        raw_score = match.group(1)
+        return cot, (self.canonical_literal(raw_score) if raw_score.strip(" .:") else None)
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
