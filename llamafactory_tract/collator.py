@@ -22,8 +22,7 @@ class CoTRaftDataCollator(SFTDataCollatorWith4DAttentionMask):
         batch = super().__call__(features)
         padded_length = batch["input_ids"].size(1)
         offsets = [padded_length - length if self.tokenizer.padding_side == "left" else 0 for length in lengths]
-        batch["score_index"] = torch.tensor(
-            [index + offset if index >= 0 else -1 for index, offset in zip(score_index, offsets)], dtype=torch.long
-        )
+        shifted = [index + offset if index >= 0 else -1 for index, offset in zip(score_index, offsets, strict=True)]
+        batch["score_index"] = torch.tensor(shifted, dtype=torch.long)
         batch["score_target"] = torch.tensor(score_target, dtype=torch.float32)
         return batch

@@ -14,10 +14,10 @@ from typing import Any
 from llamafactory.data.processor.processor_utils import DatasetProcessor
 from llamafactory.extras.constants import IGNORE_INDEX
 
+from .row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
 from .score_format import InvalidJudgeResponse
 from .score_tokens import ScoreTokens, locate_score_token
 
-ROW_COLUMN = "tract_row"
 INVALID_REASON_COLUMN = "tract_invalid_reason"
 TRUNCATED_COLUMN = "tract_prompt_truncated"
 
@@ -54,7 +54,9 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
         text = score_format.format_response(cot, literal, with_cot)
         messages = prompt + [{"role": "assistant", "content": text}]
         prompt_ids, response_ids = self.template.encode_oneturn(self.tokenizer, messages, system, tools)
-        score_in_response = locate_score_token(self.template, self.tokenizer, self.score_tokens, response_ids, cot, literal)
+        score_in_response = locate_score_token(
+            self.template, self.tokenizer, self.score_tokens, response_ids, cot, literal
+        )
         if self.template.efficient_eos:
             response_ids = response_ids + [self.tokenizer.eos_token_id]
 
@@ -75,10 +77,9 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
         )
         return encoded, float(literal)
 
-    def preprocess_dataset(self, examples: dict[str, list[Any]], indices: list[int] | None = None) -> dict[str, list]:
+    def preprocess_dataset(self, examples: dict[str, list[Any]]) -> dict[str, list]:
         model_inputs = defaultdict(list)
-        indices = indices if indices is not None else list(range(len(examples["_prompt"])))
-        for i, row in enumerate(indices):
+        for i in range(len(examples["_prompt"])):
             reason = ""
             encoded, target = EncodedJudgeExample([], [], -1, False), 0.0
             try:
@@ -101,7 +102,8 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
             model_inputs["images"].append(examples["_images"][i])
             model_inputs["videos"].append(examples["_videos"][i])
             model_inputs["audios"].append(examples["_audios"][i])
-            model_inputs[ROW_COLUMN].append(row)
+            model_inputs[ORIGIN_DATASET_COLUMN].append(examples[ORIGIN_DATASET_COLUMN][i])
+            model_inputs[ORIGIN_ROW_COLUMN].append(examples[ORIGIN_ROW_COLUMN][i])
             model_inputs[INVALID_REASON_COLUMN].append(reason)
             model_inputs[TRUNCATED_COLUMN].append(encoded.prompt_truncated)
         return model_inputs

@@ -46,7 +46,7 @@ class TractFinetuningArguments(FinetuningArguments):
         super().__post_init__()
         if self.raft_lambda < 0:
             raise ValueError(f"`raft_lambda` must be >= 0, got {self.raft_lambda}.")
-        self.score_format  # validates delimiter and values at parse time
+        _ = self.score_format  # validates delimiter and values at parse time
 
     @property
     def score_format(self) -> ScoreFormat:

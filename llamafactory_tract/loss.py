@@ -25,6 +25,11 @@ class CoTRaftLoss(NamedTuple):
     """Per-sequence expected score under the full-vocabulary softmax, shape [batch]."""
 
 
+def upcast_half(tensor: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> fp32 for a stable softmax (as transformers' own causal-LM loss does); fp32/fp64 unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def expected_scores_from_logits(
     score_logits: torch.Tensor, score_token_ids: torch.Tensor, score_values: torch.Tensor
 ) -> torch.Tensor:
@@ -32,7 +37,7 @@ def expected_scores_from_logits(
 
     score_logits: [N, V] logits of the positions that predict the score token.
     """
-    log_probs = torch.log_softmax(score_logits.float(), dim=-1)
+    log_probs = torch.log_softmax(upcast_half(score_logits), dim=-1)
     score_probs = log_probs.index_select(-1, score_token_ids).exp()
     return score_probs @ score_values.to(score_probs.dtype)
 
@@ -64,7 +69,10 @@ def cotraft_loss(
     vocab_size = logits.size(-1)
     shifted_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     ce_sum = F.cross_entropy(
-        logits.reshape(-1, vocab_size).float(), shifted_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        upcast_half(logits.reshape(-1, vocab_size)),
+        shifted_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
     expected = expected_scores_from_logits(score_logit_rows(logits, score_index), score_token_ids, score_values)
     squared_error = (expected - score_target.to(expected.dtype)).square()

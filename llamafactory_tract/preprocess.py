@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Union
 
 from llamafactory.extras import logging
 
-from .data_processor import INVALID_REASON_COLUMN, ROW_COLUMN, TRUNCATED_COLUMN, CoTRaftDatasetProcessor
+from .data_processor import INVALID_REASON_COLUMN, TRUNCATED_COLUMN, CoTRaftDatasetProcessor
+from .row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
 from .score_tokens import ScoreTokens
 
 if TYPE_CHECKING:
@@ -28,12 +29,13 @@ class InvalidTrainingData(ValueError):
     """Raised in strict mode when rows of the dataset cannot be trained on."""
 
 
-def describe_invalid_rows(dataset_label: str, rows: list[int], reasons: list[str], total: int) -> str:
-    """One readable paragraph: count, reasons by frequency, and the first offending rows."""
+def describe_invalid_rows(origins: list[tuple[str, int]], reasons: list[str], total: int, split: str) -> str:
+    """One readable paragraph: count, reasons by frequency, and the first offending rows (0-based)."""
     counts = Counter(reasons)
     by_reason = "; ".join(f"{count} x {reason}" for reason, count in counts.most_common())
-    first = ", ".join(f"row {row}: {reason}" for row, reason in list(zip(rows, reasons))[:MAX_REPORTED_ROWS])
-    return f"{len(rows)} of {total} rows of {dataset_label} are invalid ({by_reason}). First: {first}."
+    ordered = sorted(zip(origins, reasons, strict=True))[:MAX_REPORTED_ROWS]
+    first = "; ".join(f"dataset '{name}' row {row}: {reason}" for (name, row), reason in ordered)
+    return f"{len(reasons)} of {total} {split} rows are invalid ({by_reason}). First (0-based rows): {first}."
 
 
 def preprocess_cotraft_dataset(
@@ -62,38 +64,39 @@ def preprocess_cotraft_dataset(
     dataset = dataset.map(
         dataset_processor.preprocess_dataset,
         batched=True,
-        with_indices=True,
         batch_size=data_args.preprocessing_batch_size,
         remove_columns=column_names,
         **kwargs,
     )
-    names = data_args.eval_dataset if is_eval and data_args.eval_dataset else data_args.dataset
-    dataset_label = "dataset " + ",".join(names or ["?"]) + (" (eval)" if is_eval else "")
+    split = "evaluation" if is_eval else "training"
     if not data_args.streaming:
-        dataset = _report_and_drop_invalid(dataset, dataset_label, strict)
-    dataset = dataset.remove_columns([ROW_COLUMN, INVALID_REASON_COLUMN, TRUNCATED_COLUMN])
+        dataset = _report_and_drop_invalid(dataset, split, strict)
+    dataset = dataset.remove_columns(
+        [ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN, INVALID_REASON_COLUMN, TRUNCATED_COLUMN]
+    )
 
     if training_args.should_log:
         try:
             print("eval example:" if is_eval else "training example:")
             dataset_processor.print_data_example(next(iter(dataset)))
         except StopIteration:
-            raise RuntimeError(f"No valid cotraft sample left in {dataset_label}; see the report above.") from None
+            raise RuntimeError(f"No valid cotraft {split} sample left; see the report above.") from None
     return dataset
 
 
-def _report_and_drop_invalid(dataset: "Dataset", dataset_label: str, strict: bool) -> "Dataset":
+def _report_and_drop_invalid(dataset: "Dataset", split: str, strict: bool) -> "Dataset":
     reasons = dataset[INVALID_REASON_COLUMN]
     invalid = [index for index, reason in enumerate(reasons) if reason]
     truncated = sum(dataset[TRUNCATED_COLUMN])
     if truncated:
-        logger.warning_rank0(f"{dataset_label}: {truncated} prompts were shortened in the middle to fit cutoff_len.")
+        logger.warning_rank0(f"{truncated} {split} prompts were shortened in the middle to fit cutoff_len.")
     if not invalid:
-        logger.info_rank0(f"{dataset_label}: all {len(reasons)} rows are valid cotraft examples.")
+        logger.info_rank0(f"All {len(reasons)} {split} rows are valid cotraft examples.")
         return dataset
 
-    rows = dataset.select(invalid)[ROW_COLUMN]
-    message = describe_invalid_rows(dataset_label, rows, [reasons[index] for index in invalid], len(reasons))
+    bad = dataset.select(invalid)
+    origins = list(zip(bad[ORIGIN_DATASET_COLUMN], bad[ORIGIN_ROW_COLUMN], strict=True))
+    message = describe_invalid_rows(origins, bad[INVALID_REASON_COLUMN], len(reasons), split)
     if strict:
         raise InvalidTrainingData(message + " (`cotraft_strict_data: true`; fix the rows or unset it to drop them)")
     logger.warning_rank0(f"Dropped invalid rows: {message}")

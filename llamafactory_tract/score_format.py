@@ -46,7 +46,7 @@ class ScoreFormat:
         number = _as_number(text)
         if number is None:
             raise InvalidJudgeResponse(f"unparsable score {raw.strip()[:30]!r}")
-        for literal, value in zip(self.values, self.numeric_values):
+        for literal, value in zip(self.values, self.numeric_values, strict=True):
             if math.isclose(number, value):
                 return literal
         raise InvalidJudgeResponse(f"score {text!r} is not one of the configured score_values {list(self.values)}")

@@ -56,7 +56,7 @@ def single_difference(first: list[int], second: list[int]) -> int | None:
     """Index of the only position where two equal-length id lists differ, else None."""
     if len(first) != len(second):
         return None
-    differing = [index for index, (a, b) in enumerate(zip(first, second)) if a != b]
+    differing = [index for index, (a, b) in enumerate(zip(first, second, strict=True)) if a != b]
     return differing[0] if len(differing) == 1 else None
 
 

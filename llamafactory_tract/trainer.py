@@ -95,9 +95,12 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
         parts, outputs, _, _, counts = self._loss_parts(model, inputs, num_items_in_batch)
         loss = parts.loss
         if model.training:
-            self._loss_part_sums += torch.stack(
-                [parts.ce_sum / counts.ce_tokens, parts.squared_error_sum / counts.scored_sequences]
-            ).detach().double().cpu()
+            self._loss_part_sums += (
+                torch.stack([parts.ce_sum / counts.ce_tokens, parts.squared_error_sum / counts.scored_sequences])
+                .detach()
+                .double()
+                .cpu()
+            )
             self._steps_in_loss_part_sums.add(self.state.global_step)
             # DDP averages gradients over processes; the normaliser is already global.
             loss = loss * self.accelerator.num_processes
@@ -125,7 +128,7 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
             if self.args.world_size > 1:
                 sums = self.accelerator.reduce(sums, reduction="sum")
             steps = len(self._steps_in_loss_part_sums)
-            for key, value in zip(LOSS_PART_KEYS, (sums / steps).tolist()):
+            for key, value in zip(LOSS_PART_KEYS, (sums / steps).tolist(), strict=True):
                 logs[key] = round(value, 4)
             self._loss_part_sums.zero_()
             self._steps_in_loss_part_sums.clear()

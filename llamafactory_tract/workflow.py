@@ -1,6 +1,6 @@
 """``run_cotraft``: the ``stage: cotraft`` workflow, shaped like LLaMA-Factory's ``run_sft``."""
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
 from llamafactory.extras.constants import IGNORE_INDEX
@@ -12,11 +12,14 @@ from llamafactory.train.trainer_utils import create_modelcard_and_push
 from .collator import CoTRaftDataCollator
 from .hparams import COTRAFT_STAGE
 from .preprocess_context import cotraft_preprocessing
-from .score_tokens import resolve_score_tokens
+from .score_tokens import ScoreTokens, resolve_score_tokens
 from .trainer import LOSS_PART_KEYS, CoTRaftTrainer, compute_score_metrics
 
 if TYPE_CHECKING:
+    from llamafactory.data import Template
+    from llamafactory.data.data_utils import DatasetModule
     from llamafactory.hparams import DataArguments, GeneratingArguments, ModelArguments
+    from llamafactory.model.loader import TokenizerModule
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
 
     from .hparams import TractFinetuningArguments
@@ -34,30 +37,52 @@ def check_cotraft_arguments(data_args: "DataArguments", training_args: "Seq2SeqT
         raise ValueError("Stage `cotraft` does not generate; use `tract eval` to score with CoT-RAIL.")
 
 
+def load_cotraft_dataset(
+    template: "Template",
+    tokenizer_module: "TokenizerModule",
+    model_args: "ModelArguments",
+    data_args: "DataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+    finetuning_args: "TractFinetuningArguments",
+) -> tuple[ScoreTokens, "DatasetModule"]:
+    """Resolve the score tokens (a configuration error surfaces here, before the model loads), then tokenise."""
+    tokenizer = tokenizer_module["tokenizer"]
+    score_tokens = resolve_score_tokens(
+        template, tokenizer, finetuning_args.score_format, with_cot=not finetuning_args.cotraft_drop_cot
+    )
+    token_pieces = dict(
+        zip(
+            score_tokens.score_format.values,
+            tokenizer.convert_ids_to_tokens(list(score_tokens.token_ids)),
+            strict=True,
+        )
+    )
+    logger.info_rank0(
+        f"CoT-RAFT: delimiter {finetuning_args.score_delimiter!r}, score tokens {token_pieces}, "
+        f"raft_lambda={finetuning_args.raft_lambda}"
+    )
+    with cotraft_preprocessing(score_tokens, strict=finetuning_args.cotraft_strict_data):
+        dataset_module = get_dataset(
+            template, model_args, data_args, training_args, stage=COTRAFT_STAGE, **tokenizer_module
+        )
+    return score_tokens, dataset_module
+
+
 def run_cotraft(
     model_args: "ModelArguments",
     data_args: "DataArguments",
     training_args: "Seq2SeqTrainingArguments",
     finetuning_args: "TractFinetuningArguments",
     generating_args: "GeneratingArguments",
-    callbacks: Optional[list["TrainerCallback"]] = None,
+    callbacks: list["TrainerCallback"] | None = None,
 ) -> None:
     check_cotraft_arguments(data_args, training_args)
     tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    score_tokens, dataset_module = load_cotraft_dataset(
+        template, tokenizer_module, model_args, data_args, training_args, finetuning_args
+    )
     tokenizer = tokenizer_module["tokenizer"]
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    score_tokens = resolve_score_tokens(
-        template, tokenizer, finetuning_args.score_format, with_cot=not finetuning_args.cotraft_drop_cot
-    )
-    logger.info_rank0(
-        f"CoT-RAFT: delimiter {finetuning_args.score_delimiter!r}, score tokens "
-        f"{dict(zip(score_tokens.score_format.values, tokenizer.convert_ids_to_tokens(list(score_tokens.token_ids))))}"
-        f", raft_lambda={finetuning_args.raft_lambda}"
-    )
-    with cotraft_preprocessing(score_tokens, strict=finetuning_args.cotraft_strict_data):
-        dataset_module = get_dataset(
-            template, model_args, data_args, training_args, stage=COTRAFT_STAGE, **tokenizer_module
-        )
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
 
     data_collator = CoTRaftDataCollator(
@@ -90,8 +115,12 @@ def run_cotraft(
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         if trainer.is_world_process_zero() and finetuning_args.plot_loss:
-            eval_names = list(dataset_module["eval_dataset"]) if isinstance(dataset_module.get("eval_dataset"), dict) else [""]
-            eval_keys = [f"eval_{name}_{key}" if name else f"eval_{key}" for name in eval_names for key in EVAL_METRIC_KEYS]
+            eval_names = (
+                list(dataset_module["eval_dataset"]) if isinstance(dataset_module.get("eval_dataset"), dict) else [""]
+            )
+            eval_keys = [
+                f"eval_{name}_{key}" if name else f"eval_{key}" for name in eval_names for key in EVAL_METRIC_KEYS
+            ]
             plot_loss(training_args.output_dir, keys=["loss", *LOSS_PART_KEYS, *eval_keys])
 
     if training_args.do_eval:

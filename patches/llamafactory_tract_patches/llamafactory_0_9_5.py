@@ -54,7 +54,22 @@ def graft_converter(converter: ModuleType) -> None:
 
 
 def graft_loader(loader: ModuleType) -> None:
-    """Route ``stage == 'cotraft'`` preprocessing to the validating cotraft processor."""
+    """For ``stage == 'cotraft'``: tag rows with their origin, and preprocess with the validating processor."""
+    original_merge = loader._get_merged_dataset
+
+    @wraps(original_merge)
+    def _get_merged_dataset(dataset_names, model_args, data_args, training_args, stage, return_dict=False):
+        if stage != COTRAFT_STAGE or dataset_names is None:
+            return original_merge(dataset_names, model_args, data_args, training_args, stage, return_dict)
+        from llamafactory_tract.row_origin import tag_row_origin
+
+        datasets = original_merge(dataset_names, model_args, data_args, training_args, stage, return_dict=True)
+        datasets = {name: tag_row_origin(dataset, name) for name, dataset in datasets.items()}
+        if return_dict:
+            return datasets
+        return loader.merge_dataset(list(datasets.values()), data_args, seed=training_args.seed)
+
+    loader._get_merged_dataset = _get_merged_dataset
     original = loader._get_preprocessed_dataset
 
     @wraps(original)
@@ -104,21 +119,20 @@ def graft_tuner(tuner: ModuleType) -> None:
     def _training_function(config: dict[str, Any]) -> None:
         if requested_stage(tuner.read_args(config.get("args"))) != COTRAFT_STAGE:
             return original(config)
+        from llamafactory_tract.callbacks import TractLogCallback
         from llamafactory_tract.workflow import run_cotraft
 
         model_args, data_args, training_args, finetuning_args, generating_args = tuner.get_train_args(
             config.get("args")
         )
         callbacks = config.get("callbacks")
-        callbacks.append(tuner.LogCallback())
+        callbacks.append(TractLogCallback())
         if finetuning_args.pissa_convert:
             callbacks.append(tuner.PissaConvertCallback())
         if finetuning_args.use_swanlab:
             callbacks.append(tuner.get_swanlab_callback(finetuning_args))
         if finetuning_args.early_stopping_steps is not None:
-            callbacks.append(
-                tuner.EarlyStoppingCallback(early_stopping_patience=finetuning_args.early_stopping_steps)
-            )
+            callbacks.append(tuner.EarlyStoppingCallback(early_stopping_patience=finetuning_args.early_stopping_steps))
         callbacks.append(tuner.ReporterCallback(model_args, data_args, finetuning_args, generating_args))
         run_cotraft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
         if tuner.dist.is_initialized():

@@ -1,0 +1,46 @@
+"""LLaMA-Factory's ``LogCallback``, extended so ``trainer_log.jsonl`` also carries the CoT-RAFT loss parts.
+
+``LogCallback`` writes a fixed set of keys (loss, lr, ...) from a worker thread; we remember our
+extra keys per (step, train/eval) entry in ``on_log`` and merge them when that entry is written.
+"""
+
+from typing import Any
+
+from llamafactory.train.callbacks import LogCallback
+from typing_extensions import override
+
+EXTRA_LOG_KEYS = ("ce_loss", "raft_loss", "rmse", "pearson")
+
+
+def _entry_kind(logs: dict[str, Any]) -> str | None:
+    if "loss" in logs:
+        return "train"
+    if "eval_loss" in logs:
+        return "eval"
+    return None
+
+
+def extra_log_values(logs: dict[str, Any]) -> dict[str, Any]:
+    """Our keys in a trainer log entry, including ``eval_`` and per-dataset ``eval_<name>_`` variants."""
+    return {key: value for key, value in logs.items() if key.endswith(EXTRA_LOG_KEYS)}
+
+
+class TractLogCallback(LogCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending_extras: dict[tuple[int, str], dict[str, Any]] = {}
+
+    @override
+    def on_log(self, args, state, control, **kwargs):
+        latest = state.log_history[-1] if state.log_history else {}
+        kind = _entry_kind(latest)
+        extras = extra_log_values(latest)
+        if kind and extras:
+            self._pending_extras[(state.global_step, kind)] = extras
+        super().on_log(args, state, control, **kwargs)
+
+    @override
+    def _write_log(self, output_dir: str, logs: dict[str, Any]) -> None:
+        kind = _entry_kind(logs)
+        extras = self._pending_extras.pop((logs.get("current_steps"), kind), {}) if kind else {}
+        super()._write_log(output_dir, {**logs, **extras})

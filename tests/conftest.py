@@ -1,0 +1,53 @@
+"""Session fixtures: tiny random models with real tokenizers, and the real SmolLM2 when installed."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import (  # noqa: E402
+    gpt2_style_tokenizer,
+    save_tiny_llama,
+    sentencepiece_style_tokenizer,
+    tiktoken_style_tokenizer,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TRACT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "prometheus"))
+
+# (tokenizer family, builder, LLaMA-Factory template)
+TINY_FAMILIES = {
+    "sentencepiece": (sentencepiece_style_tokenizer, "mistral"),
+    "tiktoken": (tiktoken_style_tokenizer, "llama3"),
+    "gpt2": (gpt2_style_tokenizer, "qwen"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """family -> (model folder, template) for a randomly initialised 2-layer Llama per tokenizer family."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {
+        family: (save_tiny_llama(builder(), root / family), template)
+        for family, (builder, template) in TINY_FAMILIES.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from llamafactory_tract.smollm2 import smollm2_hf_dir
+
+    try:
+        return smollm2_hf_dir()
+    except FileNotFoundError as error:
+        pytest.skip(f"SmolLM2 not available: {error}")
+
+
+@pytest.fixture(scope="session")
+def prometheus_data() -> Path:
+    if not (SHARED_DATA / "vicuna_eval.json").is_file():
+        pytest.skip(f"shared Prometheus data not found at {SHARED_DATA} (set TRACT_SHARED_DATA)")
+    return SHARED_DATA

@@ -1,0 +1,26 @@
+"""Small judge datasets in LLaMA-Factory layout, written on the spot for training tests."""
+
+import json
+from pathlib import Path
+
+TOPICS = ["time management", "sorting a list", "the French revolution", "photosynthesis", "tax law", "chess"]
+
+
+def write_judge_dataset(directory: Path, rows: int = 12, name: str = "judge") -> Path:
+    """Rows with varied lengths and all five scores, in both response forms; returns the dataset_dir."""
+    directory.mkdir(parents=True, exist_ok=True)
+    examples = []
+    for index in range(rows):
+        topic = TOPICS[index % len(TOPICS)]
+        score = 1 + index % 5
+        details = " It explains every step in detail." * (1 + index % 4)
+        feedback = f"The response about {topic} is {'well' if score > 3 else 'poorly'} grounded.{details}"
+        output = f"{feedback} [RESULT] {score}" if index % 2 else f"{feedback} So the overall score is {score}"
+        prompt = f"###Task Description: grade the response.\n###The instruction to evaluate: explain {topic}.\n"
+        examples.append({"instruction": prompt * (1 + index % 3), "output": output})
+    (directory / f"{name}.json").write_text(json.dumps(examples))
+    info_path = directory / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info[name] = {"file_name": f"{name}.json", "columns": {"prompt": "instruction", "response": "output"}}
+    info_path.write_text(json.dumps(info))
+    return directory

@@ -1,0 +1,100 @@
+"""cotraft preprocessing through LLaMA-Factory's own get_dataset: every response form and bad-input case."""
+
+import json
+
+import pytest
+from llamafactory.data import get_template_and_fix_tokenizer
+from llamafactory.extras.constants import IGNORE_INDEX
+from llamafactory.hparams import get_train_args
+from llamafactory.model import load_tokenizer
+
+from llamafactory_tract.preprocess import InvalidTrainingData
+from llamafactory_tract.workflow import load_cotraft_dataset
+
+PROMPT = "###Task Description: grade the response.\n###Response to evaluate: Paris is in France."
+JUDGE_ROWS = [
+    {"instruction": PROMPT, "output": "Correct and concise. So the overall score is 4"},  # 0 CoT form
+    {"instruction": PROMPT, "output": "Feedback: correct. [RESULT] 5"},  # 1 Prometheus form
+    {"instruction": PROMPT, "output": "Correct, but no score."},  # 2 missing score
+    {"instruction": PROMPT, "output": "Correct. [RESULT] five"},  # 3 unparsable score
+    {"instruction": PROMPT, "output": "Correct. [RESULT] 6"},  # 4 score out of range
+    {"instruction": PROMPT, "output": "So the overall score is 3"},  # 5 empty CoT
+    {"instruction": PROMPT, "output": "word " * 300 + "So the overall score is 2"},  # 6 response > cutoff
+    {"instruction": PROMPT + " filler" * 400, "output": "Long prompt. So the overall score is 1"},  # 7 truncated
+]
+SCORE_COLUMN_ROWS = [{"question": PROMPT, "feedback": "Correct and well argued.", "grade": 3}]
+DATASET_INFO = {
+    "judge": {"file_name": "judge.json", "columns": {"prompt": "instruction", "response": "output"}},
+    "judge_scored": {
+        "file_name": "judge_scored.json",
+        "columns": {"prompt": "question", "response": "feedback", "score": "grade"},
+    },
+}
+
+
+@pytest.fixture()
+def dataset_dir(tmp_path):
+    (tmp_path / "judge.json").write_text(json.dumps(JUDGE_ROWS))
+    (tmp_path / "judge_scored.json").write_text(json.dumps(SCORE_COLUMN_ROWS))
+    (tmp_path / "dataset_info.json").write_text(json.dumps(DATASET_INFO))
+    return tmp_path
+
+
+def load(tiny_model_dirs, dataset_dir, **overrides):
+    model_dir, template_name = tiny_model_dirs["tiktoken"]
+    config = dict(
+        model_name_or_path=str(model_dir),
+        template=template_name,
+        stage="cotraft",
+        do_train=True,
+        dataset="judge,judge_scored",
+        dataset_dir=str(dataset_dir),
+        cutoff_len=256,
+        output_dir=str(dataset_dir / "out"),
+        overwrite_cache=True,
+        report_to="none",
+    )
+    model_args, data_args, training_args, finetuning_args, _ = get_train_args({**config, **overrides})
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    score_tokens, module = load_cotraft_dataset(
+        template, tokenizer_module, model_args, data_args, training_args, finetuning_args
+    )
+    return tokenizer_module["tokenizer"], score_tokens, module["train_dataset"]
+
+
+def test_valid_rows_are_kept_with_the_score_masked_and_located(tiny_model_dirs, dataset_dir, caplog):
+    tokenizer, score_tokens, dataset = load(tiny_model_dirs, dataset_dir)
+    assert sorted(dataset["score_target"]) == [1.0, 3.0, 4.0, 5.0]  # rows 0, 1, 7 and the score-column row
+    for example in dataset:
+        index = example["score_index"]
+        literal = str(int(example["score_target"]))
+        assert example["input_ids"][index] == score_tokens.id_of(literal)
+        assert example["labels"][index] == IGNORE_INDEX
+        assert len(example["input_ids"]) <= 256
+        # The CoT before the score and the end-of-turn tokens after it are trained with CE.
+        assert example["labels"][index - 1] != IGNORE_INDEX
+        assert example["labels"][-1] != IGNORE_INDEX
+    report = caplog.text
+    assert "5 of 9 training rows are invalid" in report
+    assert "dataset 'judge' row 2: missing score" in report
+    assert "dataset 'judge' row 3: unparsable score 'five'" in report
+    assert "dataset 'judge' row 4: score '6' is not one of the configured score_values" in report
+    assert "dataset 'judge' row 5: empty CoT" in report
+    assert "dataset 'judge' row 6: response of" in report
+    assert "1 training prompts were shortened in the middle to fit cutoff_len" in report
+
+
+def test_strict_mode_turns_drops_into_an_error_naming_dataset_and_rows(tiny_model_dirs, dataset_dir):
+    with pytest.raises(InvalidTrainingData, match="dataset 'judge' row 2: missing score") as error:
+        load(tiny_model_dirs, dataset_dir, cotraft_strict_data=True)
+    assert "dataset 'judge' row 6" in str(error.value)
+
+
+def test_without_cot_the_response_is_the_score_alone(tiny_model_dirs, dataset_dir):
+    tokenizer, score_tokens, dataset = load(tiny_model_dirs, dataset_dir, cotraft_drop_cot=True, dataset="judge")
+    assert sorted(dataset["score_target"]) == [1.0, 2.0, 3.0, 4.0, 5.0]  # empty/long CoTs are fine without CoT
+    for example in dataset:
+        trained = [token for token in example["labels"] if token != IGNORE_INDEX]
+        assert "overall score" not in tokenizer.decode(trained)
+        assert example["input_ids"][example["score_index"] - 1] != score_tokens.id_of("1")

@@ -1,0 +1,47 @@
+import pytest
+
+from llamafactory_tract.score_format import InvalidJudgeResponse, ScoreFormat
+
+FORMAT = ScoreFormat()
+
+
+@pytest.mark.parametrize(
+    ("response", "cot", "score"),
+    [
+        ("Clear and correct. So the overall score is 4", "Clear and correct.", "4"),
+        ("Clear and correct. So the overall score is 4.", "Clear and correct.", "4"),
+        ("Clear and correct. So the overall score is: 5 ", "Clear and correct.", "5"),
+        ("Feedback: vague answer. [RESULT] 2", "Feedback: vague answer.", "2"),
+        ("Vague answer. So the overall score is 2 [RESULT] 2", "Vague answer.", "2"),
+        ("Vague answer. So the overall score is [RESULT] 3", "Vague answer.", "3"),
+        ("Vague answer. [RESULT] 3.0", "Vague answer.", "3"),
+    ],
+)
+def test_split_response_accepts_the_forms_real_data_has(response, cot, score):
+    assert FORMAT.split_response(response) == (cot, score)
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        ("A fine answer with no score at all.", "missing score"),
+        ("A fine answer. [RESULT] four", "unparsable score"),
+        ("A fine answer. So the overall score is 7", "not one of the configured score_values"),
+        ("A fine answer. [RESULT] 0", "not one of the configured score_values"),
+        ("So the overall score is 3 [RESULT] 4", "conflicting scores"),
+    ],
+)
+def test_split_response_rejects_bad_scores_with_a_reason(response, reason):
+    with pytest.raises(InvalidJudgeResponse, match=reason):
+        FORMAT.split_response(response)
+
+
+def test_format_response_is_the_canonical_text():
+    assert FORMAT.format_response("Good.", "5") == "Good. So the overall score is 5"
+    assert FORMAT.format_response("Good.", "5", with_cot=False) == "5"
+
+
+@pytest.mark.parametrize("values", [("1",), ("1", "one"), ("1", "1.0")])
+def test_invalid_score_value_configurations_fail_at_start(values):
+    with pytest.raises(ValueError):
+        ScoreFormat(values=values)
