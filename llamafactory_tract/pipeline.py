@@ -1,0 +1,144 @@
+"""``tract pipeline``: Algorithm 1 end to end, each step resumable and skipped when already complete.
+
+stage 1 (CoT-RAFT on annotation CoTs, from p_0) -> D_self (p_s samples a CoT per training input,
+y* attached) -> stage 2 (CoT-RAFT on D_self, from p_0 again unless ``init: stage1``) -> evaluation.
+Training steps run ``llamafactory-cli train`` on a resolved YAML written into the run directory
+(so multi-GPU runs take LLaMA-Factory's torchrun/DeepSpeed path, and the exact config is kept);
+an interrupted stage resumes from its last checkpoint, an interrupted generation or evaluation
+from the last row written.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from llamafactory.extras import logging
+
+from .eval_config import EvalConfig, build_eval_config
+from .evaluate import EvalReport, run_evaluation
+from .pipeline_config import PipelineConfig, TrainStep, deep_merge
+from .self_generation import (
+    finalize_self_dataset,
+    generate_self_cots,
+    load_training_inputs,
+    self_dataset_is_complete,
+)
+
+logger = logging.get_logger(__name__)
+
+TRAIN_COMPLETE_MARKER = "train_results.json"
+SELF_DATASET_NAME = "tract_self"
+
+
+def training_is_complete(output_dir: Path) -> bool:
+    return (output_dir / TRAIN_COMPLETE_MARKER).is_file()
+
+
+def resolve_training_config(
+    config: PipelineConfig, step: TrainStep, output_dir: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Recipe + pipeline model/template + step overrides + what the pipeline wires in (data, init)."""
+    recipe = yaml.safe_load(Path(step.recipe).read_text())
+    resolved = deep_merge(recipe, {"model_name_or_path": config.model_name_or_path, "template": config.template})
+    resolved = deep_merge(resolved, {**step.overrides, **extra, "output_dir": str(output_dir)})
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1]))
+    if checkpoints:
+        resolved.update(resume_from_checkpoint=str(checkpoints[-1]), overwrite_output_dir=False)
+    return resolved
+
+
+def run_training(name: str, resolved: dict[str, Any], run_dir: Path) -> None:
+    """Run one LLaMA-Factory training in a child process, from a YAML kept next to its outputs."""
+    config_path = run_dir / f"{name}.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    cli = Path(sys.executable).parent / "llamafactory-cli"
+    command = [str(cli) if cli.is_file() else "llamafactory-cli", "train", str(config_path)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    logger.info_rank0(f"[{name}] {' '.join(command)}")
+    subprocess.run(command, check=True, env=env)
+
+
+def _train_step(config: PipelineConfig, name: str, step: TrainStep, extra: dict[str, Any]) -> Path:
+    output_dir = config.step_dir(name, step.output_dir)
+    if training_is_complete(output_dir):
+        logger.info_rank0(f"[{name}] already complete in {output_dir}; skipped.")
+        return output_dir
+    run_training(name, resolve_training_config(config, step, output_dir, extra), Path(config.run_dir))
+    if not training_is_complete(output_dir):
+        raise RuntimeError(f"[{name}] finished without writing {output_dir / TRAIN_COMPLETE_MARKER}.")
+    return output_dir
+
+
+def judge_config(config: PipelineConfig, adapter: Path | None, raw: dict[str, Any], output_dir: Path) -> EvalConfig:
+    """An eval/generation config on the pipeline's model, with the adapter the pipeline trained."""
+    wired = {
+        "model_name_or_path": config.model_name_or_path,
+        "template": config.template,
+        "adapter_name_or_path": str(adapter) if adapter else None,
+        "output_dir": str(output_dir),
+    }
+    return build_eval_config(deep_merge(raw, wired), source=f"pipeline {config.display_name}")
+
+
+def _self_generation_step(config: PipelineConfig, stage1_dir: Path) -> Path:
+    step = config.self_generation
+    stage1_recipe = deep_merge(yaml.safe_load(Path(config.stage1.recipe).read_text()), config.stage1.overrides)
+    output = Path(step.output) if step.output else Path(config.run_dir) / "data" / "d_self.jsonl"
+    # Generation reuses the judge config format; `benchmarks` is unused but keeps the validation uniform.
+    raw = deep_merge({"benchmarks": {"d_self": {}}}, step.overrides)
+    generation = judge_config(config, stage1_dir, raw, output.parent)
+    if self_dataset_is_complete(generation, output):
+        logger.info_rank0(f"[self_generation] {output} is complete; skipped.")
+        return output
+    inputs, skipped = load_training_inputs(
+        step.dataset or stage1_recipe["dataset"],
+        step.dataset_dir or stage1_recipe.get("dataset_dir", "data"),
+        generation.score_format,
+        step.limit,
+    )
+    if skipped:
+        logger.warning_rank0(f"[self_generation] skipped {len(skipped)} training rows: {'; '.join(skipped[:10])}")
+    store = output.with_name(output.stem + ".generation.jsonl")
+    generate_self_cots(generation, inputs, store, step.drop_forced)
+    finalize_self_dataset(generation, [store], inputs, output, len(skipped))
+    write_self_dataset_info(output)
+    return output
+
+
+def write_self_dataset_info(dataset: Path) -> Path:
+    """A ``dataset_info.json`` beside D_self, so stage 2 reads it as the ``tract_self`` dataset."""
+    info = {
+        SELF_DATASET_NAME: {
+            "file_name": dataset.name,
+            "columns": {"prompt": "instruction", "response": "output", "system": "system"},
+        }
+    }
+    path = dataset.parent / "dataset_info.json"
+    path.write_text(json.dumps(info, indent=2))
+    return path
+
+
+def run_pipeline(config: PipelineConfig) -> EvalReport | None:
+    """Run every configured step in order; returns the evaluation report if there is an evaluation."""
+    stage1_dir = _train_step(config, "stage1", config.stage1, {}) if config.stage1 else None
+    last_adapter = stage1_dir
+    if config.self_generation:
+        self_dataset = _self_generation_step(config, stage1_dir)
+        data_wiring = {"dataset": SELF_DATASET_NAME, "dataset_dir": str(self_dataset.parent)}
+    else:
+        data_wiring = {}
+    if config.stage2:
+        init = {"adapter_name_or_path": str(stage1_dir)} if config.stage2.init == "stage1" else {}
+        last_adapter = _train_step(config, "stage2", config.stage2, {**data_wiring, **init})
+    if not config.evaluation:
+        return None
+    step = config.evaluation
+    raw = deep_merge(yaml.safe_load(Path(step.recipe).read_text()), step.overrides)
+    raw.setdefault("run_name", config.display_name)
+    evaluation = judge_config(config, last_adapter, raw, config.step_dir("eval", step.output_dir))
+    return run_evaluation(evaluation)

@@ -1,0 +1,179 @@
+"""D_self (paper section 3.3): the stage-1 model's own CoTs, paired with the ground-truth scores.
+
+For every training input the stage-1 model p_s samples one CoT up to the delimiter (paper
+sampling settings); its score is discarded and y* attached. Generation is written to a
+resumable JSONL store per batch (keyed by dataset and row, so a restart re-generates nothing
+already written, and supports shards); only when every row is done is the clean LLaMA-Factory
+dataset written, atomically, with a summary of CoTs that hit the token limit, were empty, or
+were dropped.
+"""
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llamafactory.extras import logging
+from tqdm import tqdm
+
+from .eval_config import EvalConfig
+from .inference.backend import JudgePrompt, SamplingConfig, load_backend
+from .inference.prediction_store import PredictionStore
+from .inference.predictors import example_seed
+from .inference.score_context import CLOSED_BY_DELIMITER
+from .prometheus_data import write_jsonl
+from .score_format import InvalidJudgeResponse, ScoreFormat
+
+logger = logging.get_logger(__name__)
+
+SUMMARY_SUFFIX = ".summary.json"
+
+
+@dataclass(frozen=True)
+class TrainingInput:
+    """One (x, y*) pair of the training set, with where it came from."""
+
+    dataset: str
+    row: int
+    prompt: JudgePrompt
+    score: str
+
+
+@dataclass
+class SelfGenerationSummary:
+    inputs: int
+    written: int
+    closed_by_force: int
+    empty_cots: int
+    dropped_inputs: int
+    closed_by: dict[str, int]
+
+
+def load_training_inputs(
+    dataset: str, dataset_dir: str, score_format: ScoreFormat, limit: int | None = None
+) -> tuple[list[TrainingInput], list[str]]:
+    """(x, y*) of a LLaMA-Factory dataset (hub or file, any supported response form) and the rows it skipped."""
+    from llamafactory.data.loader import _get_merged_dataset
+    from llamafactory.hparams import get_train_args
+
+    model_args, data_args, training_args, _, _ = get_train_args(
+        dict(
+            model_name_or_path="unused-for-loading-data",
+            template="empty",
+            stage="cotraft",
+            dataset=dataset,
+            dataset_dir=dataset_dir,
+            output_dir="saves/.self_generation",
+            max_samples=limit,
+            report_to="none",
+        )
+    )
+    rows = _get_merged_dataset(data_args.dataset, model_args, data_args, training_args, stage="cotraft")
+    inputs, skipped = [], []
+    for example in rows:
+        origin = f"dataset '{example['tract_dataset']}' row {example['tract_row']}"
+        try:
+            if len(example["_prompt"]) != 1 or len(example["_response"]) != 1:
+                raise InvalidJudgeResponse("expected a one-turn prompt with one response")
+            _, score = score_format.split_response(example["_response"][0]["content"])
+        except InvalidJudgeResponse as error:
+            skipped.append(f"{origin}: {error}")
+            continue
+        prompt = JudgePrompt(messages=example["_prompt"], system=example["_system"] or None)
+        inputs.append(TrainingInput(example["tract_dataset"], example["tract_row"], prompt, score))
+    return inputs, skipped
+
+
+def shard_of(inputs: list[TrainingInput], shard_index: int, num_shards: int) -> list[TrainingInput]:
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}.")
+    return inputs[shard_index::num_shards]
+
+
+def generate_self_cots(
+    config: EvalConfig,
+    inputs: list[TrainingInput],
+    store_path: Path,
+    drop_forced: bool = False,
+) -> None:
+    """Sample one CoT per input into the resumable store; rows already stored are not regenerated."""
+    store = PredictionStore(store_path, config.prediction_hash())
+    done = store.load()
+    pending = [item for item in inputs if (item.dataset, item.row) not in done]
+    if not pending:
+        logger.info_rank0(f"D_self: all {len(inputs)} rows already generated in {store_path}.")
+        return
+    logger.info_rank0(f"D_self: {len(done)} rows already in {store_path}, generating {len(pending)}.")
+    backend = load_backend(config, with_cot=True)
+    sampling = SamplingConfig(config.temperature, config.top_p, config.repetition_penalty, config.max_new_tokens)
+    score_format = config.score_format
+    with tqdm(total=len(pending), desc="Generating D_self CoTs") as progress:
+        for start in range(0, len(pending), config.batch_size):
+            batch = pending[start : start + config.batch_size]
+            seeds = [example_seed(config.seed, f"{item.dataset}/{item.row}") for item in batch]
+            samples = backend.sample_cots([item.prompt for item in batch], sampling, seeds)
+            records = []
+            for item, sample in zip(batch, samples, strict=True):
+                cot = sample.cot.strip()
+                forced = sample.closed_by != CLOSED_BY_DELIMITER
+                keep = bool(cot) and not (forced and drop_forced)
+                records.append(
+                    {
+                        "benchmark": item.dataset,
+                        "row": item.row,
+                        "instruction": item.prompt.messages[0]["content"],
+                        "system": item.prompt.system,
+                        "output": score_format.format_response(cot, item.score) if keep else None,
+                        "closed_by": sample.closed_by,
+                        "empty_cot": not cot,
+                        "generated_tokens": sample.generated_tokens,
+                    }
+                )
+            store.append(records)
+            progress.update(len(batch))
+
+
+def finalize_self_dataset(
+    config: EvalConfig, store_paths: list[Path], inputs: list[TrainingInput], output: Path, skipped_inputs: int
+) -> SelfGenerationSummary:
+    """Write the clean LLaMA-Factory dataset (and its summary) once every input has a stored CoT."""
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in store_paths:
+        records.update(PredictionStore(path, config.prediction_hash()).load())
+    missing = [item for item in inputs if (item.dataset, item.row) not in records]
+    if missing:
+        raise RuntimeError(
+            f"D_self is incomplete: {len(missing)} of {len(inputs)} inputs have no CoT yet "
+            f"(first: dataset '{missing[0].dataset}' row {missing[0].row}); run the generation (all shards) again."
+        )
+    ordered = [records[(item.dataset, item.row)] for item in inputs]
+    rows = [
+        {"instruction": record["instruction"], "output": record["output"], "system": record["system"] or ""}
+        for record in ordered
+        if record["output"] is not None
+    ]
+    closed_by = Counter(record["closed_by"] for record in ordered)
+    summary = SelfGenerationSummary(
+        inputs=len(inputs),
+        written=len(rows),
+        closed_by_force=len(ordered) - closed_by[CLOSED_BY_DELIMITER],
+        empty_cots=sum(record["empty_cot"] for record in ordered),
+        dropped_inputs=skipped_inputs + len(ordered) - len(rows),
+        closed_by=dict(closed_by),
+    )
+    write_jsonl(rows, output)
+    summary_path = output.with_name(output.name + SUMMARY_SUFFIX)
+    summary_path.write_text(json.dumps({**asdict(summary), "config_hash": config.prediction_hash()}, indent=2))
+    logger.info_rank0(
+        f"D_self written to {output}: {summary.written} of {summary.inputs} inputs; {summary.closed_by_force} CoTs "
+        f"closed by force ({summary.closed_by}), {summary.empty_cots} empty, {summary.dropped_inputs} dropped."
+    )
+    return summary
+
+
+def self_dataset_is_complete(config: EvalConfig, output: Path) -> bool:
+    summary_path = output.with_name(output.name + SUMMARY_SUFFIX)
+    if not (output.is_file() and summary_path.is_file()):
+        return False
+    return json.loads(summary_path.read_text()).get("config_hash") == config.prediction_hash()
