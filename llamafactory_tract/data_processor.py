@@ -41,6 +41,7 @@ def truncate_prompt_middle(prompt_ids: list[int], max_length: int) -> list[int]:
 @dataclass
 class CoTRaftDatasetProcessor(DatasetProcessor):
     score_tokens: ScoreTokens | None = None
+    score_in_ce: bool = False
 
     def encode_example(
         self, prompt: list[dict[str, str]], response: str, system: str | None, tools: str | None
@@ -68,7 +69,8 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
         kept_prompt = truncate_prompt_middle(prompt_ids, cutoff - len(response_ids))
         labels = [IGNORE_INDEX] * len(kept_prompt) + response_ids
         score_index = len(kept_prompt) + score_in_response
-        labels[score_index] = IGNORE_INDEX
+        if not self.score_in_ce:
+            labels[score_index] = IGNORE_INDEX
         encoded = EncodedJudgeExample(
             input_ids=kept_prompt + response_ids,
             labels=labels,

@@ -48,10 +48,16 @@ def preprocess_cotraft_dataset(
     score_tokens: ScoreTokens,
     strict: bool,
     is_eval: bool,
+    score_in_ce: bool = False,
 ) -> Union["Dataset", "IterableDataset"]:
     """LLaMA-Factory's ``_get_preprocessed_dataset`` for the ``cotraft`` stage, with row validation."""
     dataset_processor = CoTRaftDatasetProcessor(
-        template=template, tokenizer=tokenizer, processor=processor, data_args=data_args, score_tokens=score_tokens
+        template=template,
+        tokenizer=tokenizer,
+        processor=processor,
+        data_args=data_args,
+        score_tokens=score_tokens,
+        score_in_ce=score_in_ce,
     )
     column_names = list(next(iter(dataset)).keys())
     kwargs = {}

@@ -15,14 +15,15 @@ from .score_tokens import ScoreTokens
 class CoTRaftPreprocessing(NamedTuple):
     score_tokens: ScoreTokens
     strict: bool
+    score_in_ce: bool
 
 
 _ACTIVE: ContextVar[CoTRaftPreprocessing | None] = ContextVar("cotraft_preprocessing", default=None)
 
 
 @contextmanager
-def cotraft_preprocessing(score_tokens: ScoreTokens, strict: bool) -> Iterator[None]:
-    token = _ACTIVE.set(CoTRaftPreprocessing(score_tokens, strict))
+def cotraft_preprocessing(score_tokens: ScoreTokens, strict: bool, score_in_ce: bool = False) -> Iterator[None]:
+    token = _ACTIVE.set(CoTRaftPreprocessing(score_tokens, strict, score_in_ce))
     try:
         yield
     finally:

@@ -61,7 +61,9 @@ def load_cotraft_dataset(
         f"CoT-RAFT: delimiter {finetuning_args.score_delimiter!r}, score tokens {token_pieces}, "
         f"raft_lambda={finetuning_args.raft_lambda}"
     )
-    with cotraft_preprocessing(score_tokens, strict=finetuning_args.cotraft_strict_data):
+    with cotraft_preprocessing(
+        score_tokens, strict=finetuning_args.cotraft_strict_data, score_in_ce=finetuning_args.cotraft_score_in_ce
+    ):
         dataset_module = get_dataset(
             template, model_args, data_args, training_args, stage=COTRAFT_STAGE, **tokenizer_module
         )

@@ -98,3 +98,14 @@ def test_without_cot_the_response_is_the_score_alone(tiny_model_dirs, dataset_di
         trained = [token for token in example["labels"] if token != IGNORE_INDEX]
         assert "overall score" not in tokenizer.decode(trained)
         assert example["input_ids"][example["score_index"] - 1] != score_tokens.id_of("1")
+
+
+def test_score_in_ce_keeps_the_score_token_in_the_labels(tiny_model_dirs, dataset_dir):
+    _, score_tokens, dataset = load(tiny_model_dirs, dataset_dir, cotraft_score_in_ce=True, raft_lambda=0.0)
+    for example in dataset:
+        index = example["score_index"]
+        assert (
+            example["labels"][index]
+            == example["input_ids"][index]
+            == score_tokens.id_of(str(int(example["score_target"])))
+        )

@@ -93,6 +93,7 @@ def graft_loader(loader: ModuleType) -> None:
             processor,
             score_tokens=active.score_tokens,
             strict=active.strict,
+            score_in_ce=active.score_in_ce,
             is_eval=is_eval,
         )
 
