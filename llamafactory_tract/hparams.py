@@ -41,11 +41,32 @@ class TractFinetuningArguments(FinetuningArguments):
         default=False,
         metadata={"help": "[cotraft] Raise on the first invalid training row instead of dropping and reporting it."},
     )
+    cotraft_score_in_ce: bool = field(
+        default=False,
+        metadata={
+            "help": "[cotraft] Also train the score token with CE (standard fine-tuning; with raft_lambda: 0 this is "
+            "the CE baseline of paper Table 2 rows B.1, B.2, A.2, A.3). Off: the score enters only via RAFT."
+        },
+    )
+    cotraft_chunked_loss: bool = field(
+        default=True,
+        metadata={
+            "help": "[cotraft] Compute the loss from the final hidden states in chunks, never materialising the "
+            "full sequence x vocabulary logits (falls back, with a log line, where the model's logits are not a "
+            "plain lm_head(hidden), e.g. softcapping, or the head is sharded by ZeRO-3/FSDP)."
+        },
+    )
+    cotraft_loss_chunk_size: int = field(
+        default=1024,
+        metadata={"help": "[cotraft] Labelled tokens per chunk of the chunked loss (one chunk x vocab buffer)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.raft_lambda < 0:
             raise ValueError(f"`raft_lambda` must be >= 0, got {self.raft_lambda}.")
+        if self.cotraft_loss_chunk_size < 1:
+            raise ValueError(f"`cotraft_loss_chunk_size` must be >= 1, got {self.cotraft_loss_chunk_size}.")
         _ = self.score_format  # validates delimiter and values at parse time
 
     @property

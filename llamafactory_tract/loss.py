@@ -42,12 +42,6 @@ def expected_scores_from_logits(
     return score_probs @ score_values.to(score_probs.dtype)
 
 
-def score_logit_rows(logits: torch.Tensor, score_index: torch.Tensor) -> torch.Tensor:
-    """Logit rows that predict each sequence's score token ([B, V]); index -1 rows are clamped, mask them."""
-    rows = torch.arange(logits.size(0), device=logits.device)
-    return logits[rows, (score_index - 1).clamp(min=0)]
-
-
 def cotraft_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -65,16 +59,27 @@ def cotraft_loss(
     score_index: [B] index of the score token in the sequence (-1: no score, contributes no squared error);
     score_target: [B] y*; ce_normalizer / raft_normalizer: number of CE tokens / scored sequences in the
     effective batch. Labels are shifted instead of logits, so no copy of the logits is made here.
+
+    Memory: one log-softmax and one gather serve both terms, so backward allocates a single
+    [B*T, V] gradient buffer, as plain SFT's cross-entropy does (a second gather on the logits
+    for the score rows would allocate another full-size buffer).
     """
-    vocab_size = logits.size(-1)
-    shifted_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-    ce_sum = F.cross_entropy(
-        upcast_half(logits.reshape(-1, vocab_size)),
-        shifted_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
+    batch_size, length, vocab_size = logits.shape
+    shifted_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
+    log_probs = torch.log_softmax(upcast_half(logits.reshape(-1, vocab_size)), dim=-1)
+    labelled = shifted_labels.ne(IGNORE_INDEX)
+    positions = torch.arange(batch_size * length, device=logits.device)
+    score_rows = torch.arange(batch_size, device=logits.device) * length + (score_index - 1).clamp(min=0)
+    flat_indices = torch.cat(
+        [
+            positions * vocab_size + shifted_labels.clamp(min=0),
+            (score_rows[:, None] * vocab_size + score_token_ids[None, :]).reshape(-1),
+        ]
     )
-    expected = expected_scores_from_logits(score_logit_rows(logits, score_index), score_token_ids, score_values)
+    picked = log_probs.reshape(-1).take(flat_indices)
+    ce_sum = -torch.where(labelled, picked[: positions.numel()], torch.zeros_like(picked[:1])).sum()
+    score_probs = picked[positions.numel() :].view(batch_size, -1).exp()
+    expected = score_probs @ score_values.to(score_probs.dtype)
     squared_error = (expected - score_target.to(expected.dtype)).square()
     squared_error_sum = torch.where(score_index > 0, squared_error, torch.zeros_like(squared_error)).sum()
     loss = ce_sum / ce_normalizer + raft_lambda * squared_error_sum / raft_normalizer

@@ -10,15 +10,21 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from llamafactory.extras.logging import get_logger
 from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
 from transformers import EvalPrediction
+from transformers.integrations import is_deepspeed_zero3_enabled
 from typing_extensions import override
 
+from .chunked_loss import DEFAULT_CHUNK_SIZE, chunked_cotraft_loss
+from .final_hidden_states import chunked_loss_blocker, forward_final_hidden_states, lm_head_parameters
 from .loss import IGNORE_INDEX, cotraft_loss
 from .score_tokens import ScoreTokens
 
 SCORE_KEYS = ("score_index", "score_target")
 LOSS_PART_KEYS = ("ce_loss", "raft_loss")
+
+logger = get_logger(__name__)
 
 
 class EffectiveBatchCounts(NamedTuple):
@@ -59,6 +65,20 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
         self.score_values = torch.tensor(score_tokens.numeric_values, dtype=torch.float32)
         self._loss_part_sums = torch.zeros(2, dtype=torch.float64)
         self._steps_in_loss_part_sums: set[int] = set()
+        self.loss_chunk_size = getattr(self.finetuning_args, "cotraft_loss_chunk_size", DEFAULT_CHUNK_SIZE)
+        self.chunked_loss = self._use_chunked_loss(getattr(self.finetuning_args, "cotraft_chunked_loss", True))
+
+    def _use_chunked_loss(self, requested: bool) -> bool:
+        """The chunked loss where it reproduces the model's logits exactly; otherwise say why not."""
+        if not requested:
+            return False
+        sharded = is_deepspeed_zero3_enabled() or self.is_fsdp_enabled
+        blocker = chunked_loss_blocker(self.accelerator.unwrap_model(self.model), sharded_weights=sharded)
+        if blocker is None:
+            logger.info_rank0(f"CoT-RAFT: chunked loss on (chunk size {self.loss_chunk_size}), no full logits.")
+            return True
+        logger.warning_rank0(f"CoT-RAFT: chunked loss off, full logits are materialised: {blocker}.")
+        return False
 
     @override
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> EffectiveBatchCounts | None:
@@ -76,9 +96,7 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
         labels = inputs.pop("labels")
         if counts is None:
             counts = _as_counts(count_loss_items([{"labels": labels, "score_index": score_index}]).to(labels.device))
-        outputs = model(**inputs)
-        parts = cotraft_loss(
-            logits=outputs.logits,
+        loss_kwargs = dict(
             labels=labels,
             score_index=score_index,
             score_target=score_target,
@@ -88,6 +106,14 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
             ce_normalizer=counts.ce_tokens,
             raft_normalizer=counts.scored_sequences,
         )
+        if self.chunked_loss:
+            unwrapped = self.accelerator.unwrap_model(model)
+            hidden_states, outputs = forward_final_hidden_states(model, unwrapped, inputs)
+            weight, bias = lm_head_parameters(unwrapped)
+            parts = chunked_cotraft_loss(hidden_states, weight, bias, chunk_size=self.loss_chunk_size, **loss_kwargs)
+        else:
+            outputs = model(**inputs)
+            parts = cotraft_loss(logits=outputs.logits, **loss_kwargs)
         return parts, outputs, labels, score_target, counts
 
     @override

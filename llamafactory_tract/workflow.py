@@ -117,9 +117,8 @@ def run_cotraft(
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         if trainer.is_world_process_zero() and finetuning_args.plot_loss:
-            eval_names = (
-                list(dataset_module["eval_dataset"]) if isinstance(dataset_module.get("eval_dataset"), dict) else [""]
-            )
+            eval_dataset = dataset_module.get("eval_dataset")
+            eval_names = list(eval_dataset) if isinstance(eval_dataset, dict) else [""] if eval_dataset else []
             eval_keys = [
                 f"eval_{name}_{key}" if name else f"eval_{key}" for name in eval_names for key in EVAL_METRIC_KEYS
             ]

@@ -1,0 +1,180 @@
+"""TRACT performance benchmark: CoT-RAFT against plain SFT, side by side, in one run.
+
+    .venv/bin/python benchmarks/run.py [--out benchmarks/results] [--vocab-size 128256 --seq-len 2048 ...]
+
+Training: step time (median after warm-up) and peak memory of ``stage: sft``, ``stage: cotraft``
+with full logits and ``stage: cotraft`` with the chunked loss, each in a fresh process through
+LLaMA-Factory's trainer on the same model, rows, batch and sequence length. Preprocessing: rows/s
+of the cotraft processor against LLaMA-Factory's supervised processor. Prints a table, writes JSON.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from judge_rows import judge_rows, write_dataset  # noqa: E402
+from preprocessing import measure_preprocessing  # noqa: E402
+from training import CONFIGS, measure_in_subprocess, save_random_llama  # noqa: E402
+
+TARGETS = {"step_time": 1.03, "peak_memory": 1.05, "preprocessing": 0.8}
+MIB = 2**20
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON result")
+    parser.add_argument("--tokenizer", help="tokenizer folder (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--template", default="smollm2")
+    parser.add_argument("--vocab-size", type=int, default=128256)
+    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration and repeat")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds of all configurations")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the training processes (0: default)")
+    parser.add_argument("--preprocess-rows", type=int, default=160)
+    parser.add_argument("--preprocess-repeats", type=int, default=5)
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per training process")
+    return parser.parse_args(argv)
+
+
+def benchmark_training(args: argparse.Namespace, tokenizer_dir: str, work_dir: Path) -> dict[str, Any]:
+    model_dir = save_random_llama(
+        Path(tokenizer_dir), work_dir / "model", args.vocab_size, args.hidden_size, args.layers
+    )
+    rows = (args.warmup + args.steps) * args.batch_size
+    # Prompts longer than seq_len characters exceed seq_len tokens: every sequence is cut to exactly seq_len.
+    dataset_dir = write_dataset(work_dir / "data", judge_rows(rows, min_prompt_chars=args.seq_len * 6))
+    spec = {
+        "model_dir": str(model_dir),
+        "template": args.template,
+        "dataset_dir": str(dataset_dir),
+        "work_dir": str(work_dir),
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "threads": args.threads,
+    }
+    spec_path = work_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
+    for _ in range(args.repeats):
+        for name in CONFIGS:
+            runs[name].append(measure_in_subprocess(spec_path, name, args.timeout))
+    summary = {}
+    for name, results in runs.items():
+        timed = [t for result in results for t in result["step_times_s"][args.warmup :]]
+        cuda = [r["cuda_peak_allocated_bytes"] for r in results if r["cuda_peak_allocated_bytes"] is not None]
+        summary[name] = {
+            "median_step_s": statistics.median(timed),
+            "peak_rss_mib": statistics.median(r["peak_rss_bytes"] for r in results) / MIB,
+            "rss_at_train_begin_mib": statistics.median(r["rss_at_train_begin_bytes"] for r in results) / MIB,
+            "cuda_peak_allocated_mib": statistics.median(cuda) / MIB if cuda else None,
+            "runs": results,
+        }
+    for stats in summary.values():
+        stats["training_rss_increase_mib"] = stats["peak_rss_mib"] - stats["rss_at_train_begin_mib"]
+    return summary
+
+
+def ratio_rows(training: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+    """(label, measured ratio, target) for every compared configuration."""
+    sft = training["sft"]
+    memory_key = "cuda_peak_allocated_mib" if sft["cuda_peak_allocated_mib"] is not None else "peak_rss_mib"
+    rows = []
+    for name in ("cotraft", "cotraft_chunked"):
+        stats = training[name]
+        rows.append((f"{name}/sft step time", stats["median_step_s"] / sft["median_step_s"], TARGETS["step_time"]))
+        rows.append(
+            (
+                f"{name}/sft peak memory ({memory_key})",
+                stats[memory_key] / sft[memory_key],
+                TARGETS["peak_memory"] if name == "cotraft" else 1.0,
+            )
+        )
+        rows.append(
+            (
+                f"{name}/sft training RSS increase",
+                stats["training_rss_increase_mib"] / sft["training_rss_increase_mib"],
+                None,
+            )
+        )
+    return rows
+
+
+def format_report(config: dict[str, Any], training: dict[str, Any], preprocessing: dict[str, Any]) -> str:
+    lines = [
+        f"model: random Llama, vocab {config['vocab_size']}, hidden {config['hidden_size']}, "
+        f"{config['layers']} layers, LoRA r8 all; batch {config['batch_size']} x seq {config['seq_len']}; "
+        f"median of {config['steps']} x {config['repeats']} steps after {config['warmup']} warm-up",
+        "",
+        "| configuration | median step (s) | peak RSS (MiB) | RSS increase in training (MiB) |",
+        "|---|---|---|---|",
+    ]
+    for name, stats in training.items():
+        lines.append(
+            f"| {name} | {stats['median_step_s']:.3f} | {stats['peak_rss_mib']:.0f} "
+            f"| {stats['training_rss_increase_mib']:.0f} |"
+        )
+    lines += ["", "| ratio | measured | target |", "|---|---|---|"]
+    for label, value, target in ratio_rows(training):
+        verdict = "" if target is None else f"<= {target} ({'met' if value <= target else 'MISSED'})"
+        lines.append(f"| {label} | {value:.3f} | {verdict} |")
+    rates = preprocessing["rows_per_s"]
+    ratio = preprocessing["ratio_cotraft_over_supervised"]
+    met = "met" if ratio >= TARGETS["preprocessing"] else "MISSED"
+    lines.append(
+        f"| cotraft/supervised processor rows/s ({rates['cotraft']:.0f} / {rates['supervised']:.0f}, "
+        f"{preprocessing['rows']} rows) | {ratio:.3f} | >= {TARGETS['preprocessing']} ({met}) |"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    tokenizer_dir = args.tokenizer
+    if tokenizer_dir is None:
+        from llamafactory_tract.smollm2 import smollm2_hf_dir
+
+        tokenizer_dir = str(smollm2_hf_dir())
+    config = {key: value for key, value in vars(args).items() if key != "out"}
+    started = time.perf_counter()
+    preprocessing = measure_preprocessing(
+        tokenizer_dir,
+        args.template,
+        judge_rows(args.preprocess_rows),
+        cutoff_len=3000,
+        repeats=args.preprocess_repeats,
+    )
+    with tempfile.TemporaryDirectory(prefix="tract_bench_") as work_dir:
+        training = benchmark_training(args, tokenizer_dir, Path(work_dir))
+    report = format_report(config, training, preprocessing)
+    result = {
+        "config": config,
+        "training": training,
+        "ratios": {label: value for label, value, _ in ratio_rows(training)},
+        "preprocessing": preprocessing,
+        "inference": None,
+        "wall_s": time.perf_counter() - started,
+        "table": report,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"benchmark_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(report)
+    print(f"\nwritten: {path} ({result['wall_s']:.0f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

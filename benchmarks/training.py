@@ -1,0 +1,138 @@
+"""Training step time and peak memory of one configuration, in a fresh process (``python training.py SPEC NAME OUT``).
+
+Each configuration runs in its own process so that peak RSS is its own. Steps are timed by a
+TrainerCallback inside LLaMA-Factory's trainer (``run_exp``), from on_step_begin to on_step_end.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "sft": {"stage": "sft"},
+    "cotraft": {"stage": "cotraft", "cotraft_chunked_loss": False},
+    "cotraft_chunked": {"stage": "cotraft", "cotraft_chunked_loss": True},
+}
+
+
+def save_random_llama(tokenizer_dir: Path, directory: Path, vocab_size: int, hidden_size: int, layers: int) -> Path:
+    """A randomly initialised Llama with a real tokenizer; vocab_size may exceed the tokenizer's."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=max(vocab_size, len(tokenizer)),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def train_args(spec: dict[str, Any], name: str, output_dir: Path) -> dict[str, Any]:
+    import torch
+
+    return {
+        "model_name_or_path": spec["model_dir"],
+        "template": spec["template"],
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": 8,
+        "lora_target": "all",
+        "dataset": "judge",
+        "dataset_dir": spec["dataset_dir"],
+        "cutoff_len": spec["seq_len"],
+        "overwrite_cache": True,
+        "output_dir": str(output_dir),
+        "overwrite_output_dir": True,
+        "report_to": "none",
+        "per_device_train_batch_size": spec["batch_size"],
+        "gradient_accumulation_steps": 1,
+        "max_steps": spec["warmup"] + spec["steps"],
+        "learning_rate": 1.0e-5,
+        "logging_steps": 1000,
+        "save_strategy": "no",
+        "disable_shuffling": True,
+        "bf16": torch.cuda.is_available(),
+        **CONFIGS[name],
+        **spec.get("extra", {}),
+    }
+
+
+def run_configuration(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """Train ``warmup + steps`` steps; return step times, peak RSS and (on GPU) peak allocated memory."""
+    import torch
+    from llamafactory.train.tuner import run_exp
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.rss_at_train_begin = 0
+
+        def _sync(self) -> None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.rss_at_train_begin = current_rss_bytes()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._sync()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self._sync()
+            self.times.append(time.perf_counter() - self.start)
+
+    timer = StepTimer()
+    output_dir = Path(spec["work_dir"]) / f"out_{name}"
+    run_exp(train_args(spec, name, output_dir), callbacks=[timer])
+    return {
+        "step_times_s": timer.times,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_at_train_begin_bytes": timer.rss_at_train_begin,
+        "cuda_peak_allocated_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+    }
+
+
+def current_rss_bytes() -> int:
+    import os
+
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_in_subprocess(spec_path: Path, name: str, timeout: int) -> dict[str, Any]:
+    out = spec_path.parent / f"result_{name}.json"
+    command = [sys.executable, str(Path(__file__).resolve()), str(spec_path), name, str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return json.loads(out.read_text())
+
+
+if __name__ == "__main__":
+    spec_file, config_name, out_file = sys.argv[1:4]
+    run_spec = json.loads(Path(spec_file).read_text())
+    if run_spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(run_spec["threads"])
+    Path(out_file).write_text(json.dumps(run_configuration(run_spec, config_name)))
