@@ -1,0 +1,53 @@
+"""Agreement of predicted and ground-truth scores (Table 2: Pearson r, Spearman rho; Table 8: Kendall tau).
+
+Correlations come from scipy, with p-values; RMSE is added because a regression-aware judge is
+also meant to be calibrated. The average row is the mean over benchmarks, as in the paper.
+"""
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+CORRELATIONS = ("pearson", "spearman", "kendall")
+AVERAGED = (*CORRELATIONS, "rmse")
+SYMBOLS = {"pearson": "r", "spearman": "rho", "kendall": "tau", "rmse": "RMSE"}
+
+
+def score_metrics(predictions: Sequence[float], targets: Sequence[float]) -> dict[str, float]:
+    """Pearson/Spearman/Kendall with p-values, RMSE and n; a correlation is NaN when either side is constant."""
+    predicted = np.asarray(predictions, dtype=float)
+    truth = np.asarray(targets, dtype=float)
+    if predicted.shape != truth.shape or predicted.ndim != 1:
+        raise ValueError(f"predictions {predicted.shape} and targets {truth.shape} must be 1-D of equal length.")
+    metrics: dict[str, float] = {"n": int(predicted.size)}
+    degenerate = predicted.size < 2 or np.ptp(predicted) == 0 or np.ptp(truth) == 0
+    for name, function in (("pearson", stats.pearsonr), ("spearman", stats.spearmanr), ("kendall", stats.kendalltau)):
+        if degenerate:
+            metrics[name], metrics[f"{name}_p"] = math.nan, math.nan
+        else:
+            result = function(predicted, truth)
+            metrics[name], metrics[f"{name}_p"] = float(result.statistic), float(result.pvalue)
+    metrics["rmse"] = float(np.sqrt(np.mean((predicted - truth) ** 2))) if predicted.size else math.nan
+    return metrics
+
+
+def average_metrics(per_benchmark: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The 'Average' column: the unweighted mean of each metric over benchmarks."""
+    return {name: float(np.mean([metrics[name] for metrics in per_benchmark.values()])) for name in AVERAGED}
+
+
+def format_table(run_name: str, per_benchmark: dict[str, dict[str, float]], titles: dict[str, str]) -> str:
+    """Table 2 layout: one row per run, a column group per benchmark and the average (r, rho, tau, RMSE)."""
+    groups = [(titles.get(name, name), metrics) for name, metrics in per_benchmark.items()]
+    groups.append(("Average", average_metrics(per_benchmark)))
+    cell, first = 7, max(len(run_name), len("Run"))
+    group_width = len(AVERAGED) * (cell + 1) - 1
+    header = " | ".join([f"{'':<{first}}", *(f"{title:^{group_width}}" for title, _ in groups)])
+    symbols = " ".join(f"{SYMBOLS[name]:>{cell}}" for name in AVERAGED)
+    subheader = " | ".join([f"{'Run':<{first}}", *([symbols] * len(groups))])
+    values = [" ".join(f"{metrics[name]:>{cell}.3f}" for name in AVERAGED) for _, metrics in groups]
+    row = " | ".join([f"{run_name:<{first}}", *values])
+    rule = "-" * len(header)
+    return "\n".join([rule, header, subheader, rule, row, rule])

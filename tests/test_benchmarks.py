@@ -1,0 +1,87 @@
+import json
+
+import pytest
+from inference_helpers import require_shared_file
+
+from llamafactory_tract.benchmarks import BENCHMARKS, BenchmarkDataError, load_benchmark
+from llamafactory_tract.score_format import ScoreFormat
+
+FORMAT = ScoreFormat()
+
+
+def _write(path, rows):
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def test_prometheus_ground_truth_is_the_mean_of_gpt4_scores(tmp_path):
+    path = _write(tmp_path / "bench.json", [{"instruction": "judge this", "gpt4_score": [4, 5, 5], "idx": 7}])
+    (row,) = load_benchmark("vicuna_bench", FORMAT, path)
+    assert row.ground_truth == pytest.approx(14 / 3) and row.row == 0 and row.source_id == 7
+
+
+def test_malformed_rows_are_reported_with_index_and_file(tmp_path):
+    rows = [
+        {"instruction": "ok", "gpt4_score": [3, 3, 4]},
+        {"instruction": "", "gpt4_score": [3]},
+        {"instruction": "ok", "gpt4_score": []},
+        {"instruction": "ok", "gpt4_score": [3, 9, 4]},
+        ["not", "an", "object"],
+    ]
+    path = _write(tmp_path / "bad.json", rows)
+    with pytest.raises(BenchmarkDataError) as error:
+        load_benchmark("mt_bench", FORMAT, path)
+    message = str(error.value)
+    assert "bad.json" in message and "4 of 5 rows are malformed" in message
+    for fragment in (
+        "row 1: `instruction`",
+        "row 2: `gpt4_score`",
+        "row 3: score '9'",
+        "row 4: expected a JSON object",
+    ):
+        assert fragment in message
+
+
+def test_skip_malformed_keeps_valid_rows_with_their_original_index(tmp_path):
+    rows = [
+        {"instruction": "a", "gpt4_score": [1, 2, 3]},
+        {"instruction": "b"},
+        {"instruction": "c", "gpt4_score": [5]},
+    ]
+    loaded = load_benchmark("flask", FORMAT, _write(tmp_path / "b.json", rows), skip_malformed=True)
+    assert [row.row for row in loaded] == [0, 2]
+
+
+def test_feedback_bench_score_comes_from_result_marker(tmp_path):
+    rows = [{"instruction": "p", "output": "Good answer. [RESULT] 4"}, {"instruction": "q", "output": "no score here"}]
+    path = tmp_path / "fb.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    with pytest.raises(BenchmarkDataError, match=r"row 1: `output` must end with '\[RESULT\] <score>'"):
+        load_benchmark("feedback_bench", FORMAT, str(path))
+    (row,) = load_benchmark("feedback_bench", FORMAT, str(path), limit=1)
+    assert row.ground_truth == 4.0
+
+
+def test_unreadable_files_and_unknown_benchmarks_fail_clearly(tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a"}\n{oops\n')
+    with pytest.raises(BenchmarkDataError, match="broken.jsonl: line 2 is not valid JSON"):
+        load_benchmark("feedback_bench", FORMAT, str(broken))
+    with pytest.raises(BenchmarkDataError, match="does not exist"):
+        load_benchmark("mt_bench", FORMAT, str(tmp_path / "missing.json"))
+    with pytest.raises(BenchmarkDataError, match="Unknown benchmark 'vicuna'"):
+        load_benchmark("vicuna", FORMAT, str(broken))
+
+
+def test_registry_names_hub_sources_for_all_table2_benchmarks():
+    assert set(BENCHMARKS) == {"feedback_bench", "flask", "vicuna_bench", "mt_bench"}
+    assert BENCHMARKS["feedback_bench"].hub_source == "prometheus-eval/Feedback-Bench"
+    assert BENCHMARKS["flask"].hub_source.endswith("eval/benchmark/data/flask_eval.json")
+
+
+@pytest.mark.parametrize("name, file", [("vicuna_bench", "vicuna_eval.json"), ("mt_bench", "mt_bench_eval.json")])
+def test_real_prometheus_files_load_completely(name, file):
+    rows = load_benchmark(name, FORMAT, str(require_shared_file(file)))
+    assert len(rows) == 320
+    assert all(1.0 <= row.ground_truth <= 5.0 for row in rows)
+    assert len(load_benchmark(name, FORMAT, str(require_shared_file(file)), limit=5)) == 5

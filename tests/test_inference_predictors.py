@@ -1,0 +1,97 @@
+"""Predictors and the transformers backend on tiny random Llama models of three tokenizer families."""
+
+import numpy as np
+import pytest
+import torch
+from inference_helpers import PROMPTS, TINY_FAMILIES, tiny_backend
+from tiny_models import tiktoken_style_tokenizer
+
+from llamafactory_tract.inference.backend import SamplingConfig
+from llamafactory_tract.inference.predictors import JudgePredictor, expected_score, sample_score
+from llamafactory_tract.inference.stopping import StopTextCriteria
+
+SAMPLING = SamplingConfig(max_new_tokens=6)
+VALUES = [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny_judges")
+
+
+def _independent_probs(backend, prompt, cot):
+    ids = backend.contexts.score_context(prompt, cot)
+    with torch.no_grad():
+        logits = backend.model(torch.tensor([ids])).logits[0, -1]
+    return torch.softmax(logits.float(), -1)[list(backend.score_tokens.token_ids)]
+
+
+@pytest.mark.parametrize("template", sorted(TINY_FAMILIES))
+def test_cot_rail_scores_match_a_fresh_forward_pass_and_count_forced_cots(model_root, template):
+    backend = tiny_backend(model_root, template, with_cot=True)
+    predictor = JudgePredictor(backend, "cot_rail", SAMPLING, n_cot=2, seed=3, renormalize=True)
+    predictions = predictor.predict(PROMPTS, ["a/0", "a/1"])
+    for prompt, prediction in zip(PROMPTS, predictions, strict=True):
+        assert len(prediction.cots) == len(prediction.cot_scores) == 2
+        assert prediction.score == pytest.approx(np.mean(prediction.cot_scores))
+        assert all(1.0 <= score <= 5.0 for score in prediction.cot_scores)
+        # A random model never writes the delimiter: every CoT is closed by force at the token limit.
+        assert prediction.closed_by == ["max_new_tokens", "max_new_tokens"]
+        assert prediction.generated_tokens == [6, 6]
+        for cot, probs in zip(prediction.cots, prediction.score_probs, strict=True):
+            reference = _independent_probs(backend, prompt, cot)
+            assert torch.allclose(torch.tensor(list(probs.values())), reference, atol=1e-6)
+
+
+def test_unnormalised_rail_is_the_full_vocabulary_expectation(model_root):
+    backend = tiny_backend(model_root, "llama3", with_cot=False)
+    predictions = JudgePredictor(backend, "rail", SAMPLING).predict(PROMPTS, ["b/0", "b/1"])
+    for prompt, prediction in zip(PROMPTS, predictions, strict=True):
+        probs = list(prediction.score_probs[0].values())
+        assert 0 < sum(probs) < 1  # full-vocabulary softmax, not renormalised
+        assert prediction.score == pytest.approx(sum(v * p for v, p in zip(VALUES, probs, strict=True)))
+        assert prediction.cots == [] and prediction.closed_by == []
+        assert torch.allclose(torch.tensor(probs), _independent_probs(backend, prompt, ""), atol=1e-6)
+
+
+def test_decode_predictors_sample_score_values_reproducibly(model_root):
+    backend = tiny_backend(model_root, "mistral", with_cot=False)
+    first = JudgePredictor(backend, "decode", SAMPLING, n_cot=5, seed=1).predict(PROMPTS, ["c/0", "c/1"])
+    again = JudgePredictor(backend, "decode", SAMPLING, n_cot=5, seed=1).predict(PROMPTS, ["c/0", "c/1"])
+    for prediction, repeat in zip(first, again, strict=True):
+        assert len(prediction.cot_scores) == 5 and set(prediction.cot_scores) <= set(VALUES)
+        assert prediction.cot_scores == repeat.cot_scores
+        assert prediction.score == pytest.approx(np.mean(prediction.cot_scores))
+
+
+def test_predictor_refuses_a_backend_built_for_the_other_mode(model_root):
+    backend = tiny_backend(model_root, "mistral", with_cot=False)
+    with pytest.raises(ValueError, match="with_cot=True"):
+        JudgePredictor(backend, "cot_rail", SAMPLING)
+
+
+def test_expected_and_sampled_scores():
+    probs = [0.1, 0.0, 0.2, 0.1, 0.1]
+    assert expected_score(probs, VALUES, renormalize=False) == pytest.approx(0.1 + 0.6 + 0.4 + 0.5)
+    assert expected_score(probs, VALUES, renormalize=True) == pytest.approx(1.6 / 0.5)
+    assert sample_score(probs, VALUES, temperature=0.0, rng=np.random.default_rng(0)) == 3.0
+    draws = {sample_score(probs, VALUES, 1.0, np.random.default_rng(seed)) for seed in range(200)}
+    assert draws == {1.0, 3.0, 4.0, 5.0}
+
+
+def test_stop_criteria_fires_per_row_once_the_text_contains_the_delimiter():
+    tokenizer = tiktoken_style_tokenizer()
+    prompt = tokenizer.encode("The response is clear.", add_special_tokens=False)
+    generated = [
+        tokenizer.encode(" It is good. So the overall score is", add_special_tokens=False),
+        tokenizer.encode(" It is good. So the overall", add_special_tokens=False),
+        tokenizer.encode(" Vague. [RESULT]", add_special_tokens=False),
+    ]
+    width = max(len(ids) for ids in generated)
+    pad = tokenizer.pad_token_id  # a special token, skipped when decoding
+    rows = torch.tensor([prompt + [pad] * (width - len(ids)) + ids for ids in generated])
+    criteria = StopTextCriteria(tokenizer, ("So the overall score is", "[RESULT]"), prompt_length=len(prompt))
+    assert criteria(rows, None).tolist() == [True, False, True]
+    assert criteria.stopped_at == {0: rows.shape[1], 2: rows.shape[1]}
+    prompt_only = StopTextCriteria(tokenizer, ("The response",), prompt_length=len(prompt))
+    assert prompt_only(rows, None).tolist() == [False, False, False]
