@@ -19,11 +19,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from inference import measure_inference  # noqa: E402
 from judge_rows import judge_rows, write_dataset  # noqa: E402
 from preprocessing import measure_preprocessing  # noqa: E402
 from training import CONFIGS, measure_in_subprocess, save_random_llama  # noqa: E402
 
-TARGETS = {"step_time": 1.03, "peak_memory": 1.05, "preprocessing": 0.8}
+TARGETS = {"step_time": 1.03, "peak_memory": 1.05, "preprocessing": 0.8, "inference": 1.05}
 MIB = 2**20
 
 
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preprocess-rows", type=int, default=160)
     parser.add_argument("--preprocess-repeats", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per training process")
+    parser.add_argument("--inference-prompts", type=int, default=8)
+    parser.add_argument("--inference-new-tokens", type=int, default=64)
+    parser.add_argument("--inference-repeats", type=int, default=3)
     return parser.parse_args(argv)
 
 
@@ -112,7 +116,9 @@ def ratio_rows(training: dict[str, Any]) -> list[tuple[str, float, float | None]
     return rows
 
 
-def format_report(config: dict[str, Any], training: dict[str, Any], preprocessing: dict[str, Any]) -> str:
+def format_report(
+    config: dict[str, Any], training: dict[str, Any], preprocessing: dict[str, Any], inference: dict[str, Any]
+) -> str:
     lines = [
         f"model: random Llama, vocab {config['vocab_size']}, hidden {config['hidden_size']}, "
         f"{config['layers']} layers, LoRA r8 all; batch {config['batch_size']} x seq {config['seq_len']}; "
@@ -137,6 +143,19 @@ def format_report(config: dict[str, Any], training: dict[str, Any], preprocessin
         f"| cotraft/supervised processor rows/s ({rates['cotraft']:.0f} / {rates['supervised']:.0f}, "
         f"{preprocessing['rows']} rows) | {ratio:.3f} | >= {TARGETS['preprocessing']} ({met}) |"
     )
+    times, tokens = inference["median_s"], inference["forward_tokens"]
+    ratio = inference["ratio_time_cot_rail_over_decode"]
+    met = "met" if ratio <= TARGETS["inference"] else "MISSED"
+    lines.append(
+        f"| CoT-RAIL/CoT+decode time ({times['cot_rail']:.2f} / {times['cot_decode']:.2f} s, "
+        f"{inference['prompts']} prompts x {inference['max_new_tokens']} new tokens) | {ratio:.3f} "
+        f"| <= {TARGETS['inference']} ({met}) |"
+    )
+    lines.append(
+        f"| CoT-RAIL/CoT+decode forward tokens ({tokens['cot_rail']} / {tokens['cot_decode']}; a second pass "
+        f"over prompt + CoT would add {inference['second_pass_tokens_avoided']}) "
+        f"| {inference['ratio_tokens_cot_rail_over_decode']:.3f} | |"
+    )
     return "\n".join(lines)
 
 
@@ -158,13 +177,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     with tempfile.TemporaryDirectory(prefix="tract_bench_") as work_dir:
         training = benchmark_training(args, tokenizer_dir, Path(work_dir))
-    report = format_report(config, training, preprocessing)
+        inference = measure_inference(
+            str(Path(work_dir) / "model"),
+            args.template,
+            [row["instruction"] for row in judge_rows(args.inference_prompts)],
+            args.inference_new_tokens,
+            args.inference_repeats,
+            max_prompt_len=args.seq_len,
+        )
+    report = format_report(config, training, preprocessing, inference)
     result = {
         "config": config,
         "training": training,
         "ratios": {label: value for label, value, _ in ratio_rows(training)},
         "preprocessing": preprocessing,
-        "inference": None,
+        "inference": inference,
         "wall_s": time.perf_counter() - started,
         "table": report,
     }

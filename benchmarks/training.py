@@ -21,27 +21,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 def save_random_llama(tokenizer_dir: Path, directory: Path, vocab_size: int, hidden_size: int, layers: int) -> Path:
     """A randomly initialised Llama with a real tokenizer; vocab_size may exceed the tokenizer's."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=max(vocab_size, len(tokenizer)),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    from llamafactory_tract.random_llama import save_random_llama as save
+
+    return save(AutoTokenizer.from_pretrained(tokenizer_dir), directory, hidden_size, layers, vocab_size)
 
 
 def train_args(spec: dict[str, Any], name: str, output_dir: Path) -> dict[str, Any]:

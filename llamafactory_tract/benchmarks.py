@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamafactory.extras import logging
-
+from .log import get_logger
 from .score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse, ScoreFormat
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 PROMETHEUS_EVAL_URL = "https://raw.githubusercontent.com/prometheus-eval/prometheus-eval/main/eval/benchmark/data/{}"
 MAX_REPORTED_ROWS = 10

@@ -7,6 +7,7 @@ and add ``"x": (help, _add_x, _run_x)`` to ``SUBCOMMANDS``.
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
@@ -40,8 +41,91 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(items: list[str]) -> dict:
+    from .eval_config import apply_override
+
+    raw: dict = {}
+    for item in items:
+        apply_override(raw, item)
+    return raw
+
+
+def _add_pipeline(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "configs",
+        nargs="+",
+        metavar="CONFIG.yaml|key=value",
+        help="pipeline YAMLs merged left to right (e.g. a model file then a Table 2 row), then key=value overrides "
+        "such as stage2.overrides.raft_lambda=2",
+    )
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from .eval_config import EvalConfigError
+    from .pipeline import run_pipeline
+    from .pipeline_config import load_pipeline_config
+
+    paths = [item for item in args.configs if "=" not in item]
+    try:
+        report = run_pipeline(load_pipeline_config(paths, _overrides([i for i in args.configs if "=" in i])))
+    except EvalConfigError as error:
+        print(f"tract pipeline: error: {error}", file=sys.stderr)
+        return 2
+    if report is not None:
+        print(report.table)
+    return 0
+
+
+def _add_generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML D_self generation config, e.g. yaml_configs/generate_d_self.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. shard_index=1 num_shards=4")
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from .eval_config import EvalConfigError
+    from .self_generation import run_generation_config
+
+    try:
+        summary = run_generation_config(args.config, args.overrides)
+    except EvalConfigError as error:
+        print(f"tract generate: error: {error}", file=sys.stderr)
+        return 2
+    if summary is not None:
+        print(summary)
+    return 0
+
+
+def _add_demo(parser: argparse.ArgumentParser) -> None:
+    from .demo import DEFAULT_DATA_DIR
+
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder with vicuna/mt_bench_eval.json"
+    )
+    parser.add_argument("--run-root", type=Path, default=Path("saves/demo"), help="where every step writes")
+    parser.add_argument("--train-rows", type=int, default=24, help="Vicuna Bench prompts with a GPT-4 CoT to train on")
+    parser.add_argument("--eval-rows", type=int, default=16, help="MT Bench rows to evaluate on")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    try:
+        print(run_demo(args.data_dir, args.run_root, args.train_rows, args.eval_rows))
+    except FileNotFoundError as error:
+        print(f"tract demo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "eval": ("score benchmarks with a judge and print the Table 2 metrics", _add_eval, _run_eval),
+    "generate": (
+        "generate D_self: the stage-1 model's CoTs with the ground-truth scores",
+        _add_generate,
+        _run_generate,
+    ),
+    "pipeline": ("run Algorithm 1 (stage 1, D_self, stage 2, evaluation), resumable", _add_pipeline, _run_pipeline),
+    "demo": ("the whole method at CPU scale with SmolLM2-135M and real GPT-4 CoTs", _add_demo, _run_demo),
 }
 
 

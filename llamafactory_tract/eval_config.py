@@ -78,8 +78,6 @@ class EvalConfig:
                 f"Invalid sampling parameters: temperature={self.temperature} (>= 0), top_p={self.top_p} (0, 1], "
                 f"repetition_penalty={self.repetition_penalty} (> 0)."
             )
-        if not self.benchmarks:
-            raise EvalConfigError("`benchmarks` is empty; name at least one benchmark.")
         try:
             ScoreFormat(delimiter=self.score_delimiter, values=tuple(str(value) for value in self.score_values))
         except ValueError as error:
@@ -111,22 +109,22 @@ def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> Ev
     if not isinstance(raw, dict):
         raise EvalConfigError(f"{path} must contain a mapping of keys to values.")
     for override in overrides or []:
-        _apply_override(raw, override)
+        apply_override(raw, override)
     return build_eval_config(raw, source=str(path))
 
 
 def build_eval_config(raw: dict[str, Any], source: str = "config") -> EvalConfig:
     """Validate a mapping into an ``EvalConfig``; every error names the key."""
-    values = _check_fields(EvalConfig, raw, source)
+    values = check_fields(EvalConfig, raw, source)
     benchmarks = values.get("benchmarks") or {}
     values["benchmarks"] = {
-        str(name): BenchmarkConfig(**_check_fields(BenchmarkConfig, entry or {}, f"{source}: benchmarks.{name}"))
+        str(name): BenchmarkConfig(**check_fields(BenchmarkConfig, entry or {}, f"{source}: benchmarks.{name}"))
         for name, entry in benchmarks.items()
     }
     return EvalConfig(**values)
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
+def apply_override(raw: dict[str, Any], override: str) -> None:
     key, separator, text = override.partition("=")
     if not separator or not key:
         raise EvalConfigError(f"Override {override!r} is not of the form key=value.")
@@ -139,7 +137,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     target[leaf] = yaml.safe_load(text)
 
 
-def _check_fields(cls: type, raw: dict[str, Any], source: str) -> dict[str, Any]:
+def check_fields(cls: type, raw: dict[str, Any], source: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise EvalConfigError(f"{source}: expected a mapping, got {raw!r}.")
     hints = typing.get_type_hints(cls)

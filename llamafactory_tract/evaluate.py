@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamafactory.extras import logging
 from tqdm import tqdm
 
 from .benchmarks import BenchmarkRow, get_benchmark_spec, load_benchmark
-from .eval_config import EvalConfig
+from .eval_config import EvalConfig, EvalConfigError
 from .inference.backend import JudgePrompt, SamplingConfig, load_backend
 from .inference.prediction_store import PredictionStore
 from .inference.predictors import PREDICTORS, JudgePredictor
 from .inference.score_context import CLOSED_BY_DELIMITER
+from .log import get_logger
 from .metrics import AVERAGED, average_metrics, format_table, score_metrics
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_JSON = "metrics.json"
@@ -42,6 +42,8 @@ class EvalReport:
 
 
 def run_evaluation(config: EvalConfig) -> EvalReport:
+    if not config.benchmarks:
+        raise EvalConfigError("`benchmarks` is empty; name at least one benchmark.")
     output_dir = Path(config.output_dir)
     benchmarks = {
         name: load_benchmark(name, config.score_format, bench.path, bench.limit, bench.skip_malformed)
@@ -110,7 +112,7 @@ def _report(
         per_benchmark[name] = score_metrics([r["score"] for r in chosen], [r["ground_truth"] for r in chosen])
         closed_by[name] = dict(Counter(reason for record in chosen for reason in record["closed_by"]))
     titles = {name: get_benchmark_spec(name).title for name in benchmarks}
-    table = format_table(config.display_name, per_benchmark, titles)
+    table = format_table({config.display_name: per_benchmark}, titles)
     report = EvalReport(
         config.display_name, per_benchmark, average_metrics(per_benchmark), table, closed_by, output_dir
     )

@@ -38,16 +38,22 @@ def average_metrics(per_benchmark: dict[str, dict[str, float]]) -> dict[str, flo
     return {name: float(np.mean([metrics[name] for metrics in per_benchmark.values()])) for name in AVERAGED}
 
 
-def format_table(run_name: str, per_benchmark: dict[str, dict[str, float]], titles: dict[str, str]) -> str:
-    """Table 2 layout: one row per run, a column group per benchmark and the average (r, rho, tau, RMSE)."""
-    groups = [(titles.get(name, name), metrics) for name, metrics in per_benchmark.items()]
-    groups.append(("Average", average_metrics(per_benchmark)))
-    cell, first = 7, max(len(run_name), len("Run"))
+def format_table(runs: dict[str, dict[str, dict[str, float]]], titles: dict[str, str]) -> str:
+    """Table 2 layout: one row per run, a column group per benchmark and the average (r, rho, tau, RMSE).
+
+    ``runs`` maps a run name to its per-benchmark metrics; every run must cover the same benchmarks.
+    """
+    benchmark_names = list(next(iter(runs.values())))
+    groups = [titles.get(name, name) for name in benchmark_names] + ["Average"]
+    cell, first = 7, max(len("Run"), *(len(name) for name in runs))
     group_width = len(AVERAGED) * (cell + 1) - 1
-    header = " | ".join([f"{'':<{first}}", *(f"{title:^{group_width}}" for title, _ in groups)])
+    header = " | ".join([f"{'':<{first}}", *(f"{title:^{group_width}}" for title in groups)])
     symbols = " ".join(f"{SYMBOLS[name]:>{cell}}" for name in AVERAGED)
     subheader = " | ".join([f"{'Run':<{first}}", *([symbols] * len(groups))])
-    values = [" ".join(f"{metrics[name]:>{cell}.3f}" for name in AVERAGED) for _, metrics in groups]
-    row = " | ".join([f"{run_name:<{first}}", *values])
     rule = "-" * len(header)
-    return "\n".join([rule, header, subheader, rule, row, rule])
+    rows = []
+    for run_name, per_benchmark in runs.items():
+        columns = [per_benchmark[name] for name in benchmark_names] + [average_metrics(per_benchmark)]
+        values = [" ".join(f"{metrics[name]:>{cell}.3f}" for name in AVERAGED) for metrics in columns]
+        rows.append(" | ".join([f"{run_name:<{first}}", *values]))
+    return "\n".join([rule, header, subheader, rule, *rows, rule])

@@ -8,7 +8,6 @@ an interrupted stage resumes from its last checkpoint, an interrupted generation
 from the last row written.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -16,22 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from llamafactory.extras import logging
 
 from .eval_config import EvalConfig, build_eval_config
 from .evaluate import EvalReport, run_evaluation
+from .log import get_logger
 from .pipeline_config import PipelineConfig, TrainStep, deep_merge
-from .self_generation import (
-    finalize_self_dataset,
-    generate_self_cots,
-    load_training_inputs,
-    self_dataset_is_complete,
-)
+from .self_generation import SELF_DATASET_NAME, generate_self_dataset
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 TRAIN_COMPLETE_MARKER = "train_results.json"
-SELF_DATASET_NAME = "tract_self"
 
 
 def training_is_complete(output_dir: Path) -> bool:
@@ -89,38 +82,15 @@ def _self_generation_step(config: PipelineConfig, stage1_dir: Path) -> Path:
     step = config.self_generation
     stage1_recipe = deep_merge(yaml.safe_load(Path(config.stage1.recipe).read_text()), config.stage1.overrides)
     output = Path(step.output) if step.output else Path(config.run_dir) / "data" / "d_self.jsonl"
-    # Generation reuses the judge config format; `benchmarks` is unused but keeps the validation uniform.
-    raw = deep_merge({"benchmarks": {"d_self": {}}}, step.overrides)
-    generation = judge_config(config, stage1_dir, raw, output.parent)
-    if self_dataset_is_complete(generation, output):
-        logger.info_rank0(f"[self_generation] {output} is complete; skipped.")
-        return output
-    inputs, skipped = load_training_inputs(
-        step.dataset or stage1_recipe["dataset"],
-        step.dataset_dir or stage1_recipe.get("dataset_dir", "data"),
-        generation.score_format,
-        step.limit,
+    generate_self_dataset(
+        judge_config(config, stage1_dir, step.overrides, output.parent),
+        dataset=step.dataset or stage1_recipe["dataset"],
+        dataset_dir=step.dataset_dir or stage1_recipe.get("dataset_dir", "data"),
+        output=output,
+        limit=step.limit,
+        drop_forced=step.drop_forced,
     )
-    if skipped:
-        logger.warning_rank0(f"[self_generation] skipped {len(skipped)} training rows: {'; '.join(skipped[:10])}")
-    store = output.with_name(output.stem + ".generation.jsonl")
-    generate_self_cots(generation, inputs, store, step.drop_forced)
-    finalize_self_dataset(generation, [store], inputs, output, len(skipped))
-    write_self_dataset_info(output)
     return output
-
-
-def write_self_dataset_info(dataset: Path) -> Path:
-    """A ``dataset_info.json`` beside D_self, so stage 2 reads it as the ``tract_self`` dataset."""
-    info = {
-        SELF_DATASET_NAME: {
-            "file_name": dataset.name,
-            "columns": {"prompt": "instruction", "response": "output", "system": "system"},
-        }
-    }
-    path = dataset.parent / "dataset_info.json"
-    path.write_text(json.dumps(info, indent=2))
-    return path
 
 
 def run_pipeline(config: PipelineConfig) -> EvalReport | None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .eval_config import EvalConfigError, _check_fields
+from .eval_config import EvalConfigError, check_fields
 
 
 @dataclass
@@ -120,8 +120,8 @@ def load_pipeline_config(paths: list[str | Path], overrides: dict[str, Any] | No
         raw = deep_merge(raw, read_pipeline_yaml(Path(path)))
     raw = substitute_run_root(deep_merge(raw, overrides or {}), str(raw.get("run_root", "saves")))
     source = " + ".join(str(path) for path in paths)
-    values = _check_fields(PipelineConfig, {key: value for key, value in raw.items() if key not in STEP_TYPES}, source)
+    values = check_fields(PipelineConfig, {key: value for key, value in raw.items() if key not in STEP_TYPES}, source)
     for step, step_type in STEP_TYPES.items():
         if raw.get(step) is not None:
-            values[step] = step_type(**_check_fields(step_type, raw[step], f"{source}: {step}"))
+            values[step] = step_type(**check_fields(step_type, raw[step], f"{source}: {step}"))
     return PipelineConfig(**values)

@@ -8,9 +8,8 @@ with the full list.
 from collections import Counter
 from typing import TYPE_CHECKING, Union
 
-from llamafactory.extras import logging
-
 from .data_processor import INVALID_REASON_COLUMN, TRUNCATED_COLUMN, CoTRaftDatasetProcessor
+from .log import get_logger
 from .row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
 from .score_tokens import ScoreTokens
 
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
     from llamafactory.hparams import DataArguments
     from transformers import PreTrainedTokenizer, ProcessorMixin, Seq2SeqTrainingArguments
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 MAX_REPORTED_ROWS = 10
 

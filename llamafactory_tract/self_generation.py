@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llamafactory.extras import logging
+import yaml
 from tqdm import tqdm
 
 from .eval_config import EvalConfig
@@ -22,12 +22,15 @@ from .inference.backend import JudgePrompt, SamplingConfig, load_backend
 from .inference.prediction_store import PredictionStore
 from .inference.predictors import example_seed
 from .inference.score_context import CLOSED_BY_DELIMITER
+from .log import get_logger
 from .prometheus_data import write_jsonl
 from .score_format import InvalidJudgeResponse, ScoreFormat
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 SUMMARY_SUFFIX = ".summary.json"
+SELF_DATASET_NAME = "tract_self"
+DEFAULT_OUTPUT = "data/generated/d_self.jsonl"  # where data/dataset_info.json's `tract_self` points
 
 
 @dataclass(frozen=True)
@@ -172,8 +175,85 @@ def finalize_self_dataset(
     return summary
 
 
+def write_self_dataset_info(dataset: Path) -> Path:
+    """A ``dataset_info.json`` beside D_self, so stage 2 can read it as ``tract_self`` with ``dataset_dir`` there."""
+    info = {
+        SELF_DATASET_NAME: {
+            "file_name": dataset.name,
+            "columns": {"prompt": "instruction", "response": "output", "system": "system"},
+        }
+    }
+    path = dataset.parent / "dataset_info.json"
+    path.write_text(json.dumps(info, indent=2))
+    return path
+
+
+def generation_store(output: Path, shard_index: int, num_shards: int) -> Path:
+    suffix = f".shard{shard_index}of{num_shards}" if num_shards > 1 else ""
+    return output.with_name(f"{output.stem}.generation{suffix}.jsonl")
+
+
+def generate_self_dataset(
+    config: EvalConfig,
+    dataset: str,
+    dataset_dir: str,
+    output: Path,
+    limit: int | None = None,
+    drop_forced: bool = False,
+    shard_index: int = 0,
+    num_shards: int = 1,
+) -> SelfGenerationSummary | None:
+    """Generate this shard's CoTs (resuming), and write D_self once all shards are done.
+
+    Returns the summary when D_self is complete, None while other shards still have rows to do.
+    """
+    if self_dataset_is_complete(config, output):
+        logger.info_rank0(f"D_self {output} is complete; nothing to generate.")
+        return None
+    inputs, skipped = load_training_inputs(dataset, dataset_dir, config.score_format, limit)
+    if skipped:
+        logger.warning_rank0(f"D_self: skipped {len(skipped)} training rows: {'; '.join(skipped[:10])}")
+    store = generation_store(output, shard_index, num_shards)
+    generate_self_cots(config, shard_of(inputs, shard_index, num_shards), store, drop_forced)
+    stores = [generation_store(output, index, num_shards) for index in range(num_shards)]
+    done: set[tuple[str, int]] = set()
+    for path in stores:
+        done.update(PredictionStore(path, config.prediction_hash()).load())
+    if len(done) < len(inputs):
+        logger.info_rank0(f"D_self: shard {shard_index} done; {len(inputs) - len(done)} rows left in other shards.")
+        return None
+    summary = finalize_self_dataset(config, stores, inputs, output, len(skipped))
+    write_self_dataset_info(output)
+    return summary
+
+
 def self_dataset_is_complete(config: EvalConfig, output: Path) -> bool:
     summary_path = output.with_name(output.name + SUMMARY_SUFFIX)
     if not (output.is_file() and summary_path.is_file()):
         return False
     return json.loads(summary_path.read_text()).get("config_hash") == config.prediction_hash()
+
+
+GENERATION_KEYS = ("dataset", "dataset_dir", "output", "limit", "drop_forced", "shard_index", "num_shards")
+
+
+def run_generation_config(path: str | Path, overrides: list[str] | None = None) -> SelfGenerationSummary | None:
+    """``tract generate``: the generation keys above plus judge settings (model, adapter, backend, sampling)."""
+    from .eval_config import EvalConfigError, apply_override, build_eval_config
+
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    for override in overrides or []:
+        apply_override(raw, override)
+    generation = {key: raw.pop(key) for key in GENERATION_KEYS if key in raw}
+    if "dataset" not in generation:
+        raise EvalConfigError(f"{path}: `dataset` (the stage-1 training dataset name) is required.")
+    return generate_self_dataset(
+        build_eval_config(raw, source=str(path)),
+        dataset=generation["dataset"],
+        dataset_dir=generation.get("dataset_dir", "data"),
+        output=Path(generation.get("output", DEFAULT_OUTPUT)),
+        limit=generation.get("limit"),
+        drop_forced=bool(generation.get("drop_forced", False)),
+        shard_index=int(generation.get("shard_index", 0)),
+        num_shards=int(generation.get("num_shards", 1)),
+    )

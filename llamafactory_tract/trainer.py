@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from llamafactory.extras.logging import get_logger
 from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
 from transformers import EvalPrediction
 from transformers.integrations import is_deepspeed_zero3_enabled
@@ -18,10 +17,10 @@ from typing_extensions import override
 
 from .chunked_loss import DEFAULT_CHUNK_SIZE, chunked_cotraft_loss
 from .final_hidden_states import chunked_loss_blocker, forward_final_hidden_states, lm_head_parameters
+from .log import get_logger
 from .loss import IGNORE_INDEX, cotraft_loss
 from .score_tokens import ScoreTokens
 
-SCORE_KEYS = ("score_index", "score_target")
 LOSS_PART_KEYS = ("ce_loss", "raft_loss")
 
 logger = get_logger(__name__)

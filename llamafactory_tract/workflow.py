@@ -4,13 +4,13 @@ from typing import TYPE_CHECKING
 
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
 from llamafactory.extras.constants import IGNORE_INDEX
-from llamafactory.extras.logging import get_logger
 from llamafactory.extras.ploting import plot_loss
 from llamafactory.model import load_model, load_tokenizer
 from llamafactory.train.trainer_utils import create_modelcard_and_push
 
 from .collator import CoTRaftDataCollator
 from .hparams import COTRAFT_STAGE
+from .log import get_logger
 from .preprocess_context import cotraft_preprocessing
 from .score_tokens import ScoreTokens, resolve_score_tokens
 from .trainer import LOSS_PART_KEYS, CoTRaftTrainer, compute_score_metrics

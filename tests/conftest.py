@@ -8,12 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import (  # noqa: E402
-    gpt2_style_tokenizer,
-    save_tiny_llama,
-    sentencepiece_style_tokenizer,
-    tiktoken_style_tokenizer,
-)
+from tiny_models import gpt2_style_tokenizer, sentencepiece_style_tokenizer, tiktoken_style_tokenizer  # noqa: E402
+
+from llamafactory_tract.random_llama import save_random_llama  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TRACT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "prometheus"))
@@ -31,7 +28,7 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
     """family -> (model folder, template) for a randomly initialised 2-layer Llama per tokenizer family."""
     root = tmp_path_factory.mktemp("tiny_models")
     return {
-        family: (save_tiny_llama(builder(), root / family), template)
+        family: (save_random_llama(builder(), root / family), template)
         for family, (builder, template) in TINY_FAMILIES.items()
     }
 

@@ -5,10 +5,11 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny_models import gpt2_style_tokenizer, save_tiny_llama, sentencepiece_style_tokenizer, tiktoken_style_tokenizer
+from tiny_models import gpt2_style_tokenizer, sentencepiece_style_tokenizer, tiktoken_style_tokenizer
 
 from llamafactory_tract.eval_config import EvalConfig, build_eval_config
 from llamafactory_tract.inference.backend import JudgeBackend, JudgePrompt, load_backend
+from llamafactory_tract.random_llama import save_random_llama
 
 # (template, tokenizer factory): the three tokenisation families of DESIGN.md section 3.
 TINY_FAMILIES = {
@@ -51,7 +52,7 @@ def require_smollm2() -> Path:
 def tiny_model_dir(root: Path, template: str) -> Path:
     directory = root / f"tiny_{template}"
     if not (directory / "config.json").is_file():
-        save_tiny_llama(TINY_FAMILIES[template](), directory)
+        save_random_llama(TINY_FAMILIES[template](), directory)
     return directory
 
 

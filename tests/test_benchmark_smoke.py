@@ -17,6 +17,7 @@ def test_benchmark_runs_all_configurations_and_writes_json(tiny_model_dirs, tmp_
     command = [sys.executable, "benchmarks/run.py", "--out", str(tmp_path), "--tokenizer", str(model_dir)]
     command += ["--template", template, "--vocab-size", "1024", "--seq-len", "1024", "--hidden-size", "32"]
     command += ["--warmup", "1", "--steps", "2", "--preprocess-rows", "8", "--preprocess-repeats", "1"]
+    command += ["--inference-prompts", "2", "--inference-new-tokens", "4", "--inference-repeats", "1"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -29,3 +30,5 @@ def test_benchmark_runs_all_configurations_and_writes_json(tiny_model_dirs, tmp_
         assert stats["median_step_s"] > 0 and stats["peak_rss_mib"] > stats["training_rss_increase_mib"] > 0
     assert set(report["ratios"]) >= {"cotraft/sft step time", "cotraft_chunked/sft step time"}
     assert report["preprocessing"]["rows"] == 8 and report["preprocessing"]["ratio_cotraft_over_supervised"] > 0
+    inference = report["inference"]
+    assert inference["forward_tokens"]["cot_rail"] > 0 and inference["ratio_time_cot_rail_over_decode"] > 0

@@ -50,7 +50,7 @@ def test_average_row_and_table_layout():
     average = average_metrics(per_benchmark)
     expected = (per_benchmark["vicuna_bench"]["spearman"] + per_benchmark["mt_bench"]["spearman"]) / 2
     assert average["spearman"] == pytest.approx(expected)
-    table = format_table("TRACT", per_benchmark, {"vicuna_bench": "Vic. Bench", "mt_bench": "MT Bench"})
+    table = format_table({"TRACT": per_benchmark}, {"vicuna_bench": "Vic. Bench", "mt_bench": "MT Bench"})
     header, subheader, row = table.splitlines()[1], table.splitlines()[2], table.splitlines()[4]
     assert header.index("Vic. Bench") < header.index("MT Bench") < header.index("Average")
     assert subheader.count("rho") == 3 and subheader.count("tau") == 3

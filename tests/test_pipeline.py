@@ -83,8 +83,8 @@ def test_tract_pipeline_end_to_end_and_stage2_starts_from_the_seed(tiny_model_di
     stage1_dir = _train_step(tract, "stage1", tract.stage1, {})
     inputs, _ = load_training_inputs("judge", str(tmp_path / "data"), ScoreFormat())
     store = tmp_path / "shared" / "d_self" / "d_self.generation.jsonl"
-    raw = {"benchmarks": {"d_self": {}}, **tract.self_generation.overrides}
-    generate_self_cots(judge_config(tract, stage1_dir, raw, store.parent), inputs[:4], store)
+    generation = judge_config(tract, stage1_dir, tract.self_generation.overrides, store.parent)
+    generate_self_cots(generation, inputs[:4], store)
     written_before = store.read_text().splitlines()
 
     report = run_pipeline(tract)

@@ -11,7 +11,10 @@ def test_grafts_are_applied_on_import():
     for name in hook.GRAFTED_MODULES:
         assert getattr(importlib.import_module(name), "__tract_grafted__", False), name
     parser = importlib.import_module("llamafactory.hparams.parser")
-    assert any(cls.__name__ == "TractFinetuningArguments" for cls in parser._TRAIN_ARGS)
+    *_, finetuning_args, _ = parser.get_train_args(
+        {"model_name_or_path": "m", "template": "empty", "stage": "cotraft", "output_dir": "unused", "raft_lambda": 2}
+    )
+    assert type(finetuning_args).__name__ == "TractFinetuningArguments" and finetuning_args.raft_lambda == 2
 
 
 def test_unsupported_llamafactory_version_grafts_nothing_and_says_why(monkeypatch, capsys):

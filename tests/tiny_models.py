@@ -5,10 +5,8 @@ style (Metaspace, digits split: '▁is' '▁' '4'), tiktoken style (Llama-3's sp
 in groups of 1-3 without the space), and GPT-2 style byte-level BPE (space merged: 'Ġ4').
 """
 
-from pathlib import Path
-
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 CORPUS = [
     "The response is clear and accurate. So the overall score is 4",
@@ -70,33 +68,3 @@ def gpt2_style_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer.decoder = decoders.ByteLevel()
     _train(tokenizer, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], pre_tokenizers.ByteLevel.alphabet())
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-
-
-def save_tiny_llama(
-    tokenizer: PreTrainedTokenizerFast,
-    directory: Path,
-    hidden_size: int = 32,
-    num_layers: int = 2,
-    vocab_size: int | None = None,
-    seed: int = 0,
-) -> Path:
-    """Save a randomly initialised LlamaForCausalLM (and the tokenizer) usable by LLaMA-Factory."""
-    import torch
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size or len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import torch
 from llamafactory.data import get_template_and_fix_tokenizer
-from llamafactory.extras import logging
 from llamafactory.model import load_model, load_tokenizer
 from transformers import GenerationConfig, StoppingCriteriaList
 
+from ..log import get_logger
 from .backend import CoTSample, JudgeBackend, JudgePrompt, SamplingConfig, build_contexts, llamafactory_args
 from .score_context import CLOSED_BY_EOS, CLOSED_BY_LENGTH, ScoreContextBuilder
 from .stopping import StopTextCriteria
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from ..eval_config import EvalConfig
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

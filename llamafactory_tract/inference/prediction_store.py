@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llamafactory.extras import logging
+from ..log import get_logger
 
-logger = logging.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 class PredictionStore:

@@ -14,11 +14,22 @@ SCORE_COLUMN = "score"
 
 
 def graft_parser(parser: ModuleType) -> None:
-    """Parse ``stage: cotraft`` and our keys (and list them in ``-h``) via a FinetuningArguments subclass."""
-    from llamafactory_tract.hparams import TractFinetuningArguments
+    """Parse ``stage: cotraft`` and our keys (and list them in ``-h``) via a FinetuningArguments subclass.
 
-    position = parser._TRAIN_ARGS.index(parser.FinetuningArguments)
-    parser._TRAIN_ARGS[position] = TractFinetuningArguments
+    The subclass is swapped in when arguments are first parsed, not at import: our hparams module
+    imports LLaMA-Factory, which may be what is importing this parser right now.
+    """
+    original = parser._parse_train_args
+
+    @wraps(original)
+    def _parse_train_args(args=None):
+        from llamafactory_tract.hparams import TractFinetuningArguments
+
+        if TractFinetuningArguments not in parser._TRAIN_ARGS:
+            parser._TRAIN_ARGS[parser._TRAIN_ARGS.index(parser.FinetuningArguments)] = TractFinetuningArguments
+        return original(args)
+
+    parser._parse_train_args = _parse_train_args
 
 
 def graft_dataset_attr(data_parser: ModuleType) -> None:

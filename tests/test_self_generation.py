@@ -1,0 +1,48 @@
+"""``tract generate``: sharded, resumable D_self generation with y* attached and a summary."""
+
+import json
+
+import pytest
+import yaml
+from judge_data import write_judge_dataset
+
+from llamafactory_tract.score_format import ScoreFormat
+from llamafactory_tract.self_generation import run_generation_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_sharded_generation_writes_d_self_when_the_last_shard_finishes(tiny_model_dirs, tmp_path):
+    model_dir, template = tiny_model_dirs["tiktoken"]
+    data_dir = write_judge_dataset(tmp_path / "data", rows=6)
+    rows = json.loads((data_dir / "judge.json").read_text())
+    rows[2]["output"] = "A response without any score."  # skipped, and counted as dropped
+    (data_dir / "judge.json").write_text(json.dumps(rows))
+    output = tmp_path / "generated" / "d_self.jsonl"
+    config = tmp_path / "generate.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(model_dir),
+                "template": template,
+                "backend": "hf",
+                "max_new_tokens": 6,
+                "batch_size": 4,
+                "dataset": "judge",
+                "dataset_dir": str(data_dir),
+                "output": str(output),
+                "num_shards": 2,
+            }
+        )
+    )
+    assert run_generation_config(config, ["shard_index=0"]) is None
+    assert not output.exists(), "D_self must not appear before every shard is done"
+    summary = run_generation_config(config, ["shard_index=1"])
+    assert (summary.inputs, summary.written, summary.dropped_inputs) == (5, 5, 1)
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    # In training-set order, each with the ground-truth score of its input (never the model's own).
+    expected = [ScoreFormat().split_response(row["output"])[1] for index, row in enumerate(rows) if index != 2]
+    assert [ScoreFormat().split_response(row["output"])[1] for row in written] == expected
+    assert [row["instruction"] for row in written] == [row["instruction"] for i, row in enumerate(rows) if i != 2]
+    info = json.loads((output.parent / "dataset_info.json").read_text())
+    assert info["tract_self"]["file_name"] == "d_self.jsonl"
