@@ -44,3 +44,67 @@ def test_paper_recipes_follow_appendix_a(name, tmp_path):
     assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == 8
     assert data_args.cutoff_len == 3000
     assert yaml.safe_load((REPO_ROOT / "yaml_configs" / name).read_text())["bf16"] is True
+
+
+PIPELINE_ROWS = sorted((REPO_ROOT / "yaml_configs" / "table2" / "rows").glob("*.yaml"))
+SEED_MODELS = sorted((REPO_ROOT / "yaml_configs" / "table2" / "models").glob("*.yaml"))
+DEMO_ROWS = [
+    REPO_ROOT / "yaml_configs" / "demo" / name
+    for name in ("B2_ce_cot_decode.yaml", "A1_cotraft_gpt4_cotrail.yaml", "tract.yaml")
+]
+
+
+def check_pipeline(config, tmp_path):
+    """Each training step resolves to a config LLaMA-Factory parses; the evaluation to a valid judge config."""
+    from llamafactory_tract.pipeline import judge_config, resolve_training_config
+
+    for name in ("stage1", "stage2"):
+        step = getattr(config, name)
+        if step is None:
+            continue
+        resolved = resolve_training_config(config, step, tmp_path / name, {})
+        resolved.update(bf16=False)
+        _, _, _, finetuning_args, _ = get_train_args(resolved)
+        assert finetuning_args.stage == "cotraft"
+        assert resolved["model_name_or_path"] == config.model_name_or_path
+    if config.evaluation:
+        raw = yaml.safe_load(Path(config.evaluation.recipe).read_text())
+        evaluation = judge_config(config, None, {**raw, **config.evaluation.overrides}, tmp_path / "eval")
+        assert evaluation.model_name_or_path == config.model_name_or_path
+
+
+@pytest.mark.parametrize("model", SEED_MODELS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("row", PIPELINE_ROWS, ids=lambda path: path.stem)
+def test_every_table2_recipe_resolves_for_both_seed_models(model, row, tmp_path, monkeypatch):
+    from llamafactory_tract.pipeline_config import load_pipeline_config
+
+    monkeypatch.chdir(REPO_ROOT)
+    check_pipeline(load_pipeline_config([model, row]), tmp_path)
+
+
+@pytest.mark.parametrize("row", DEMO_ROWS, ids=lambda path: path.stem)
+def test_demo_recipes_resolve(row, tmp_path, monkeypatch):
+    from llamafactory_tract.pipeline_config import load_pipeline_config
+
+    monkeypatch.chdir(REPO_ROOT)
+    check_pipeline(
+        load_pipeline_config([row], {"model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}), tmp_path
+    )
+
+
+def test_table2_rows_have_the_paper_structure(monkeypatch):
+    from llamafactory_tract.pipeline_config import load_pipeline_config
+
+    monkeypatch.chdir(REPO_ROOT)
+    rows = {path.stem: load_pipeline_config([SEED_MODELS[0], path]) for path in PIPELINE_ROWS}
+    assert rows["tract"].stage2.init == "seed" and rows["A4_stage2_from_ps"].stage2.init == "stage1"
+    assert rows["A1_cotraft_gpt4_cotrail"].stage2 is None and rows["B3_zeroshot_rail"].stage1 is None
+    shared = rows["tract"].stage1.output_dir
+    assert all(rows[name].stage1.output_dir == shared for name in ("A1_cotraft_gpt4_cotrail", "A2_ce_self_cotrail"))
+    predictors = {
+        name: config.evaluation.overrides["predictor"]
+        for name, config in rows.items()
+        if "predictor" in config.evaluation.overrides
+    }
+    assert predictors["B1_ce_nocot_decode"] == "decode" and predictors["B4_raft_nocot_rail"] == "rail"
+    assert predictors["A3_ce_self_decode"] == "cot_decode" and predictors["tract"] == "cot_rail"
