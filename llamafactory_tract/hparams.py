@@ -10,6 +10,7 @@ from typing import Literal
 
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
+from .chunked_loss import DEFAULT_CHUNK_SIZE
 from .score_format import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES, ScoreFormat
 
 COTRAFT_STAGE = "cotraft"
@@ -57,7 +58,7 @@ class TractFinetuningArguments(FinetuningArguments):
         },
     )
     cotraft_loss_chunk_size: int = field(
-        default=1024,
+        default=DEFAULT_CHUNK_SIZE,
         metadata={"help": "[cotraft] Labelled tokens per chunk of the chunked loss (one chunk x vocab buffer)."},
     )
 

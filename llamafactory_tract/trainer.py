@@ -15,7 +15,7 @@ from transformers import EvalPrediction
 from transformers.integrations import is_deepspeed_zero3_enabled
 from typing_extensions import override
 
-from .chunked_loss import DEFAULT_CHUNK_SIZE, chunked_cotraft_loss
+from .chunked_loss import chunked_cotraft_loss
 from .final_hidden_states import chunked_loss_blocker, forward_final_hidden_states, lm_head_parameters
 from .log import get_logger
 from .loss import IGNORE_INDEX, cotraft_loss
@@ -64,8 +64,8 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
         self.score_values = torch.tensor(score_tokens.numeric_values, dtype=torch.float32)
         self._loss_part_sums = torch.zeros(2, dtype=torch.float64)
         self._steps_in_loss_part_sums: set[int] = set()
-        self.loss_chunk_size = getattr(self.finetuning_args, "cotraft_loss_chunk_size", DEFAULT_CHUNK_SIZE)
-        self.chunked_loss = self._use_chunked_loss(getattr(self.finetuning_args, "cotraft_chunked_loss", True))
+        self.loss_chunk_size = self.finetuning_args.cotraft_loss_chunk_size
+        self.chunked_loss = self._use_chunked_loss(self.finetuning_args.cotraft_chunked_loss)
 
     def _use_chunked_loss(self, requested: bool) -> bool:
         """The chunked loss where it reproduces the model's logits exactly; otherwise say why not."""
