@@ -16,13 +16,18 @@ from typing import Any
 
 import yaml
 
-from .eval_config import EvalConfig, build_eval_config
+from .eval_config import EvalConfig, EvalConfigError, build_eval_config
 from .evaluate import EvalReport, run_evaluation
 from .log import get_logger
 from .pipeline_config import PipelineConfig, TrainStep, deep_merge
 from .self_generation import SELF_DATASET_NAME, generate_self_dataset
 
 logger = get_logger(__name__)
+
+
+class PipelineConfigError(EvalConfigError):
+    """A pipeline step cannot run as configured; the message names the step and what to change."""
+
 
 TRAIN_COMPLETE_MARKER = "train_results.json"
 
@@ -44,9 +49,21 @@ def resolve_training_config(
     return resolved
 
 
-def run_training(name: str, resolved: dict[str, Any], run_dir: Path) -> None:
-    """Run one LLaMA-Factory training in a child process, from a YAML kept next to its outputs."""
-    config_path = run_dir / f"{name}.yaml"
+def resolved_config_path(output_dir: Path) -> Path:
+    """The resolved training YAML, kept beside (not inside) the output folder, e.g. ``run/stage2.yaml``."""
+    return output_dir.with_name(output_dir.name + ".yaml")
+
+
+RESUME_KEYS = ("resume_from_checkpoint", "overwrite_output_dir")
+
+
+def changed_keys(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str]:
+    keys = (set(saved) | set(resolved)) - set(RESUME_KEYS)
+    return sorted(key for key in keys if saved.get(key) != resolved.get(key))
+
+
+def run_training(name: str, resolved: dict[str, Any], config_path: Path) -> None:
+    """Run one LLaMA-Factory training in a child process, from the resolved YAML written to ``config_path``."""
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
     cli = Path(sys.executable).parent / "llamafactory-cli"
@@ -57,11 +74,21 @@ def run_training(name: str, resolved: dict[str, Any], run_dir: Path) -> None:
 
 
 def _train_step(config: PipelineConfig, name: str, step: TrainStep, extra: dict[str, Any]) -> Path:
+    """Train unless this exact configuration already finished in the output folder (a different one is an error)."""
     output_dir = config.step_dir(name, step.output_dir)
+    resolved = resolve_training_config(config, step, output_dir, extra)
+    config_path = resolved_config_path(output_dir)
     if training_is_complete(output_dir):
+        saved = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        changed = changed_keys(saved, resolved)
+        if changed:
+            raise PipelineConfigError(
+                f"[{name}] {output_dir} holds a finished training whose configuration differs in {changed} "
+                f"(see {config_path}); give this step another output_dir, or remove the folder to retrain."
+            )
         logger.info_rank0(f"[{name}] already complete in {output_dir}; skipped.")
         return output_dir
-    run_training(name, resolve_training_config(config, step, output_dir, extra), Path(config.run_dir))
+    run_training(name, resolved, config_path)
     if not training_is_complete(output_dir):
         raise RuntimeError(f"[{name}] finished without writing {output_dir / TRAIN_COMPLETE_MARKER}.")
     return output_dir

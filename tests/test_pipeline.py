@@ -7,7 +7,7 @@ import pytest
 import yaml
 from judge_data import write_judge_dataset
 
-from llamafactory_tract.pipeline import _train_step, judge_config, run_pipeline
+from llamafactory_tract.pipeline import PipelineConfigError, _train_step, judge_config, run_pipeline
 from llamafactory_tract.pipeline_config import load_pipeline_config
 from llamafactory_tract.score_format import ScoreFormat
 from llamafactory_tract.self_generation import generate_self_cots, load_training_inputs
@@ -106,6 +106,12 @@ def test_tract_pipeline_end_to_end_and_stage2_starts_from_the_seed(tiny_model_di
     stamps = {path: path.stat().st_mtime_ns for path in outputs}
     run_pipeline(tract)
     assert {path: path.stat().st_mtime_ns for path in outputs} == stamps
+
+    # A finished step is never silently reused for a different configuration.
+    tract.stage2.overrides["learning_rate"] = 0.5
+    with pytest.raises(PipelineConfigError, match=r"\[stage2\] .* differs in \['learning_rate'\]"):
+        run_pipeline(tract)
+    del tract.stage2.overrides["learning_rate"]
 
     # D_self carries y* (the training label), not the model's own score.
     d_self = [json.loads(line) for line in (tmp_path / "shared" / "d_self" / "d_self.jsonl").read_text().splitlines()]
