@@ -24,3 +24,26 @@ def write_judge_dataset(directory: Path, rows: int = 12, name: str = "judge") ->
     info[name] = {"file_name": f"{name}.json", "columns": {"prompt": "instruction", "response": "output"}}
     info_path.write_text(json.dumps(info))
     return directory
+
+
+def sgd_full_finetune_config(model_dir: Path, data_dir: Path, output_dir: Path, **overrides) -> dict:
+    """An in-process ``run_exp`` config: full fine-tuning with plain SGD, fixed order, every step logged."""
+    return {
+        "model_name_or_path": str(model_dir),
+        "template": "llama3",
+        "stage": "cotraft",
+        "do_train": True,
+        "finetuning_type": "full",
+        "dataset": "judge",
+        "dataset_dir": str(data_dir),
+        "cutoff_len": 512,
+        "output_dir": str(output_dir),
+        "overwrite_output_dir": True,
+        "report_to": "none",
+        "optim": "sgd",
+        "lr_scheduler_type": "constant",
+        "disable_shuffling": True,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        **overrides,
+    }

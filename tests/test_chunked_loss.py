@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from judge_data import write_judge_dataset
+from judge_data import sgd_full_finetune_config, write_judge_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, TrainerCallback
 
@@ -150,27 +150,14 @@ def train_losses(model_dir, data_dir, output_dir, chunked: bool) -> tuple[list[f
 
     recorder = LogitWidthRecorder()
     run_exp(
-        dict(
-            model_name_or_path=str(model_dir),
-            template="llama3",
-            stage="cotraft",
-            do_train=True,
-            finetuning_type="full",
-            dataset="judge",
-            dataset_dir=str(data_dir),
-            cutoff_len=512,
-            output_dir=str(output_dir),
-            overwrite_output_dir=True,
-            report_to="none",
+        sgd_full_finetune_config(
+            model_dir,
+            data_dir,
+            output_dir,
             per_device_train_batch_size=2,
             gradient_accumulation_steps=2,
             max_steps=3,
-            optim="sgd",
             learning_rate=0.5,
-            lr_scheduler_type="constant",
-            disable_shuffling=True,
-            logging_steps=1,
-            save_strategy="no",
             cotraft_chunked_loss=chunked,
             cotraft_loss_chunk_size=64,
         ),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from judge_data import write_judge_dataset
+from judge_data import sgd_full_finetune_config, write_judge_dataset
 from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -117,28 +117,15 @@ def full_finetune_one_step(model_dir: Path, data_dir: Path, output_dir: Path, ba
     from llamafactory.train.tuner import run_exp
 
     run_exp(
-        dict(
-            model_name_or_path=str(model_dir),
-            template="llama3",
-            stage="cotraft",
-            do_train=True,
-            finetuning_type="full",
-            dataset="judge",
-            dataset_dir=str(data_dir),
-            cutoff_len=512,
-            output_dir=str(output_dir),
-            overwrite_output_dir=True,
-            report_to="none",
+        sgd_full_finetune_config(
+            model_dir,
+            data_dir,
+            output_dir,
             per_device_train_batch_size=batch,
             gradient_accumulation_steps=accumulation,
             max_steps=1,
-            optim="sgd",
             learning_rate=1.0,
-            lr_scheduler_type="constant",
             max_grad_norm=0.0,
-            disable_shuffling=True,
-            logging_steps=1,
-            save_strategy="no",
         )
     )
     return load_file(output_dir / "model.safetensors"), read_trainer_log(output_dir)[0]["loss"]
