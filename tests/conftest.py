@@ -1,6 +1,5 @@
 """Session fixtures: tiny random models with real tokenizers, and the real SmolLM2 when installed."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -8,12 +7,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from inference_helpers import require_smollm2  # noqa: E402
 from tiny_models import gpt2_style_tokenizer, sentencepiece_style_tokenizer, tiktoken_style_tokenizer  # noqa: E402
 
 from llamafactory_tract.random_llama import save_random_llama  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("TRACT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "prometheus"))
 
 # (tokenizer family, builder, LLaMA-Factory template)
 TINY_FAMILIES = {
@@ -35,16 +32,4 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    from llamafactory_tract.smollm2 import smollm2_hf_dir
-
-    try:
-        return smollm2_hf_dir()
-    except FileNotFoundError as error:
-        pytest.skip(f"SmolLM2 not available: {error}")
-
-
-@pytest.fixture(scope="session")
-def prometheus_data() -> Path:
-    if not (SHARED_DATA / "vicuna_eval.json").is_file():
-        pytest.skip(f"shared Prometheus data not found at {SHARED_DATA} (set TRACT_SHARED_DATA)")
-    return SHARED_DATA
+    return require_smollm2()

@@ -1,4 +1,4 @@
-"""Shared set-up for the inference/evaluation tests: tiny judge models, SmolLM2 and the shared data."""
+"""Shared test set-up: tiny judge models, SmolLM2, and the shared Prometheus data (skipped with reason if absent)."""
 
 import json
 import os
