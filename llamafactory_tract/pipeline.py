@@ -79,8 +79,10 @@ def _train_step(config: PipelineConfig, name: str, step: TrainStep, extra: dict[
     resolved = resolve_training_config(config, step, output_dir, extra)
     config_path = resolved_config_path(output_dir)
     if training_is_complete(output_dir):
-        saved = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-        changed = changed_keys(saved, resolved)
+        if not config_path.is_file():
+            logger.warning_rank0(f"[{name}] reusing the finished training in {output_dir}; no {config_path} to check.")
+            return output_dir
+        changed = changed_keys(yaml.safe_load(config_path.read_text()), resolved)
         if changed:
             raise PipelineConfigError(
                 f"[{name}] {output_dir} holds a finished training whose configuration differs in {changed} "
