@@ -40,7 +40,7 @@ class TractFinetuningArguments(FinetuningArguments):
     )
     cotraft_strict_data: bool = field(
         default=False,
-        metadata={"help": "[cotraft] Raise on the first invalid training row instead of dropping and reporting it."},
+        metadata={"help": "[cotraft] Stop with the list of invalid rows instead of dropping and reporting them."},
     )
     cotraft_score_in_ce: bool = field(
         default=False,
