@@ -31,9 +31,18 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> su
     )
 
 
-def smoke_overrides(model_dir: Path, data_dir: Path, output_dir: Path, **extra: str) -> list[str]:
+def train_smoke_recipe(
+    tiny_model_dirs, tmp_path: Path, env: dict[str, str] | None = None, **extra: str
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """``llamafactory-cli train`` on the CPU smoke recipe with the tiny tiktoken-style model and judge rows."""
+    model_dir, _ = tiny_model_dirs["tiktoken"]
+    output_dir = tmp_path / "out"
+    data_dir = write_judge_dataset(tmp_path / "data")
     values = {"model_name_or_path": model_dir, "dataset_dir": data_dir, "output_dir": output_dir, **extra}
-    return [f"{key}={value}" for key, value in values.items()]
+    overrides = [f"{key}={value}" for key, value in values.items()]
+    result = cli("train", str(SMOKE_RECIPE), *overrides, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result, output_dir
 
 
 def read_trainer_log(output_dir: Path) -> list[dict]:
@@ -50,13 +59,9 @@ def assert_loss_parts_logged(output_dir: Path, raft_lambda: float = 1.0) -> None
 
 
 def test_cli_train_logs_both_loss_parts_plots_them_and_saves_the_adapter(tiny_model_dirs, tmp_path):
-    model_dir, _ = tiny_model_dirs["tiktoken"]
-    output_dir = tmp_path / "out"
-    data_dir = write_judge_dataset(tmp_path / "data")
-    overrides = smoke_overrides(
-        model_dir,
-        data_dir,
-        output_dir,
+    _, output_dir = train_smoke_recipe(
+        tiny_model_dirs,
+        tmp_path,
         raft_lambda="0.5",
         do_eval="true",
         val_size="4",
@@ -64,8 +69,6 @@ def test_cli_train_logs_both_loss_parts_plots_them_and_saves_the_adapter(tiny_mo
         eval_steps="2",
         per_device_eval_batch_size="2",
     )
-    result = cli("train", str(SMOKE_RECIPE), *overrides)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert_loss_parts_logged(output_dir, raft_lambda=0.5)
     eval_entries = [entry for entry in read_trainer_log(output_dir) if "eval_loss" in entry]
     assert eval_entries and all(math.isfinite(entry["eval_rmse"]) for entry in eval_entries)
@@ -76,32 +79,18 @@ def test_cli_train_logs_both_loss_parts_plots_them_and_saves_the_adapter(tiny_mo
 
 
 def test_two_process_torchrun_registers_the_stage_in_the_children(tiny_model_dirs, tmp_path):
-    model_dir, _ = tiny_model_dirs["tiktoken"]
-    output_dir = tmp_path / "out"
-    data_dir = write_judge_dataset(tmp_path / "data")
-    result = cli(
-        "train",
-        str(SMOKE_RECIPE),
-        *smoke_overrides(model_dir, data_dir, output_dir, per_device_train_batch_size="1"),
+    result, output_dir = train_smoke_recipe(
+        tiny_model_dirs,
+        tmp_path,
         env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
-        timeout=600,
+        per_device_train_batch_size="1",
     )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-    assert "world size: 2" in log
+    assert "world size: 2" in result.stdout + result.stderr
     assert_loss_parts_logged(output_dir)
 
 
 def test_sft_still_trains_beside_the_plugin(tiny_model_dirs, tmp_path):
-    model_dir, _ = tiny_model_dirs["tiktoken"]
-    output_dir = tmp_path / "out"
-    data_dir = write_judge_dataset(tmp_path / "data")
-    result = cli(
-        "train",
-        str(SMOKE_RECIPE),
-        *smoke_overrides(model_dir, data_dir, output_dir, stage="sft"),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _, output_dir = train_smoke_recipe(tiny_model_dirs, tmp_path, stage="sft")
     entries = [entry for entry in read_trainer_log(output_dir) if "loss" in entry]
     assert entries and all("ce_loss" not in entry for entry in entries)
     assert (output_dir / "adapter_model.safetensors").is_file()
