@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from llamafactory_tract.eval_config import build_eval_config
-from llamafactory_tract.inference.backend import JudgePrompt, SamplingConfig, load_backend
-from llamafactory_tract.inference.predictors import JudgePredictor
+from llamafactory_tract.eval.config import build_eval_config
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig, load_backend
+from llamafactory_tract.judge.predictors import JudgePredictor
 
 PREDICTORS = ("cot_decode", "cot_rail")
 

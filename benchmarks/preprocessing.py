@@ -7,7 +7,7 @@ from typing import Any
 
 def converted_examples(rows: list[dict[str, str]]) -> dict[str, list[Any]]:
     """The batch layout LLaMA-Factory's converter hands to processors (plus our row-origin columns)."""
-    from llamafactory_tract.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
+    from llamafactory_tract.data.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
 
     count = len(rows)
     return {
@@ -32,9 +32,9 @@ def measure_preprocessing(
     from llamafactory.hparams import DataArguments
     from transformers import AutoTokenizer
 
-    from llamafactory_tract.data_processor import INVALID_REASON_COLUMN, CoTRaftDatasetProcessor
-    from llamafactory_tract.score_format import ScoreFormat
-    from llamafactory_tract.score_tokens import resolve_score_tokens
+    from llamafactory_tract.data.processor import INVALID_REASON_COLUMN, CoTRaftDatasetProcessor
+    from llamafactory_tract.data.score_format import ScoreFormat
+    from llamafactory_tract.data.score_tokens import resolve_score_tokens
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     data_args = DataArguments(template=template_name, cutoff_len=cutoff_len)

@@ -1,6 +1,6 @@
 """TRACT performance benchmark: CoT-RAFT against plain SFT, side by side, in one run.
 
-    .venv/bin/python benchmarks/run.py [--out benchmarks/results] [--vocab-size 128256 --seq-len 2048 ...]
+    python -m benchmarks.run [--out benchmarks/results] [--vocab-size 128256 --seq-len 2048 ...]
 
 Training: step time (median after warm-up) and peak memory of ``stage: sft``, ``stage: cotraft``
 with full logits and ``stage: cotraft`` with the chunked loss, each in a fresh process through
@@ -11,18 +11,15 @@ of the cotraft processor against LLaMA-Factory's supervised processor. Prints a 
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from inference import measure_inference  # noqa: E402
-from judge_rows import judge_rows, write_dataset  # noqa: E402
-from preprocessing import measure_preprocessing  # noqa: E402
-from training import CONFIGS, measure_in_subprocess, save_random_llama  # noqa: E402
+from benchmarks.inference import measure_inference
+from benchmarks.judge_rows import judge_rows, write_dataset
+from benchmarks.preprocessing import measure_preprocessing
+from benchmarks.training import CONFIGS, measure_in_subprocess, save_random_llama
 
 TARGETS = {"step_time": 1.03, "peak_memory": 1.05, "preprocessing": 0.8, "inference": 1.05}
 MIB = 2**20
@@ -163,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     tokenizer_dir = args.tokenizer
     if tokenizer_dir is None:
-        from llamafactory_tract.smollm2 import smollm2_hf_dir
+        from llamafactory_tract.demo.smollm2 import smollm2_hf_dir
 
         tokenizer_dir = str(smollm2_hf_dir())
     config = {key: value for key, value in vars(args).items() if key != "out"}

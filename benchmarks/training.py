@@ -1,4 +1,6 @@
-"""Training step time and peak memory of one configuration, in a fresh process (``python training.py SPEC NAME OUT``).
+"""Training step time and peak memory of one configuration, in a fresh process.
+
+    python -m benchmarks.training SPEC NAME OUT
 
 Each configuration runs in its own process so that peak RSS is its own. Steps are timed by a
 TrainerCallback inside LLaMA-Factory's trainer (``run_exp``), from on_step_begin to on_step_end.
@@ -23,7 +25,7 @@ def save_random_llama(tokenizer_dir: Path, directory: Path, vocab_size: int, hid
     """A randomly initialised Llama with a real tokenizer; vocab_size may exceed the tokenizer's."""
     from transformers import AutoTokenizer
 
-    from llamafactory_tract.random_llama import save_random_llama as save
+    from tests.random_llama import save_random_llama as save
 
     return save(AutoTokenizer.from_pretrained(tokenizer_dir), directory, hidden_size, layers, vocab_size)
 
@@ -105,8 +107,9 @@ def current_rss_bytes() -> int:
 
 def measure_in_subprocess(spec_path: Path, name: str, timeout: int) -> dict[str, Any]:
     out = spec_path.parent / f"result_{name}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), str(spec_path), name, str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    command = [sys.executable, "-m", "benchmarks.training", str(spec_path), name, str(out)]
+    repo_root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     return json.loads(out.read_text())

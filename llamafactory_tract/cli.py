@@ -23,9 +23,9 @@ def _add_eval(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .benchmarks import BenchmarkDataError
-    from .eval_config import EvalConfigError, load_eval_config
-    from .evaluate import describe_forced_cots, run_evaluation
+    from llamafactory_tract.eval.config import EvalConfigError, load_eval_config
+    from llamafactory_tract.eval.datasets import BenchmarkDataError
+    from llamafactory_tract.eval.evaluate import describe_forced_cots, run_evaluation
 
     try:
         config = load_eval_config(args.config, args.overrides)
@@ -42,7 +42,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _overrides(items: list[str]) -> dict:
-    from .eval_config import apply_override
+    from llamafactory_tract.eval.config import apply_override
 
     raw: dict = {}
     for item in items:
@@ -61,9 +61,9 @@ def _add_pipeline(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    from .eval_config import EvalConfigError
-    from .pipeline import run_pipeline
-    from .pipeline_config import load_pipeline_config
+    from llamafactory_tract.eval.config import EvalConfigError
+    from llamafactory_tract.pipeline.config import load_pipeline_config
+    from llamafactory_tract.pipeline.runner import run_pipeline
 
     paths = [item for item in args.configs if "=" not in item]
     try:
@@ -82,8 +82,8 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .eval_config import EvalConfigError
-    from .self_generation import run_generation_config
+    from llamafactory_tract.eval.config import EvalConfigError
+    from llamafactory_tract.pipeline.self_generation import run_generation_config
 
     try:
         summary = run_generation_config(args.config, args.overrides)
@@ -96,7 +96,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
-    from .demo import DEFAULT_DATA_DIR
+    from llamafactory_tract.demo.run import DEFAULT_DATA_DIR
 
     parser.add_argument(
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder with vicuna/mt_bench_eval.json"
@@ -107,7 +107,7 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from llamafactory_tract.demo.run import run_demo
 
     try:
         print(run_demo(args.data_dir, args.run_root, args.train_rows, args.eval_rows))

@@ -8,9 +8,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from inference_helpers import require_smollm2  # noqa: E402
+from random_llama import save_random_llama  # noqa: E402
 from tiny_models import gpt2_style_tokenizer, sentencepiece_style_tokenizer, tiktoken_style_tokenizer  # noqa: E402
-
-from llamafactory_tract.random_llama import save_random_llama  # noqa: E402
 
 # (tokenizer family, builder, LLaMA-Factory template)
 TINY_FAMILIES = {

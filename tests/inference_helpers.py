@@ -5,11 +5,11 @@ import os
 from pathlib import Path
 
 import pytest
+from random_llama import save_random_llama
 from tiny_models import gpt2_style_tokenizer, sentencepiece_style_tokenizer, tiktoken_style_tokenizer
 
-from llamafactory_tract.eval_config import EvalConfig, build_eval_config
-from llamafactory_tract.inference.backend import JudgeBackend, JudgePrompt, load_backend
-from llamafactory_tract.random_llama import save_random_llama
+from llamafactory_tract.eval.config import EvalConfig, build_eval_config
+from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, load_backend
 
 # (template, tokenizer factory): the three tokenisation families of DESIGN.md section 3.
 TINY_FAMILIES = {
@@ -41,7 +41,7 @@ def real_rows(name: str, count: int) -> list[dict]:
 
 
 def require_smollm2() -> Path:
-    from llamafactory_tract.smollm2 import smollm2_hf_dir
+    from llamafactory_tract.demo.smollm2 import smollm2_hf_dir
 
     try:
         return smollm2_hf_dir()

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_benchmark_runs_all_configurations_and_writes_json(tiny_model_dirs, tmp_path):
     model_dir, template = tiny_model_dirs["tiktoken"]
-    command = [sys.executable, "benchmarks/run.py", "--out", str(tmp_path), "--tokenizer", str(model_dir)]
+    command = [sys.executable, "-m", "benchmarks.run", "--out", str(tmp_path), "--tokenizer", str(model_dir)]
     command += ["--template", template, "--vocab-size", "1024", "--seq-len", "1024", "--hidden-size", "32"]
     command += ["--warmup", "1", "--steps", "2", "--preprocess-rows", "8", "--preprocess-repeats", "1"]
     command += ["--inference-prompts", "2", "--inference-new-tokens", "4", "--inference-repeats", "1"]

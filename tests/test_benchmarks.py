@@ -3,8 +3,8 @@ import json
 import pytest
 from inference_helpers import require_shared_file
 
-from llamafactory_tract.benchmarks import BENCHMARKS, BenchmarkDataError, load_benchmark
-from llamafactory_tract.score_format import ScoreFormat
+from llamafactory_tract.data.score_format import ScoreFormat
+from llamafactory_tract.eval.datasets import BENCHMARKS, BenchmarkDataError, load_benchmark
 
 FORMAT = ScoreFormat()
 

@@ -8,9 +8,9 @@ from judge_data import sgd_full_finetune_config, write_judge_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, TrainerCallback
 
-from llamafactory_tract.chunked_loss import chunked_cotraft_loss, linear_cross_entropy_sum
-from llamafactory_tract.final_hidden_states import chunked_loss_blocker, forward_final_hidden_states
-from llamafactory_tract.loss import IGNORE_INDEX, cotraft_loss
+from llamafactory_tract.train.cotraft.chunked_loss import chunked_cotraft_loss, linear_cross_entropy_sum
+from llamafactory_tract.train.cotraft.final_hidden_states import chunked_loss_blocker, forward_final_hidden_states
+from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, cotraft_loss
 
 SCORE_IDS = torch.tensor([11, 12, 13, 14, 15])
 SCORE_VALUES = torch.arange(1.0, 6.0)

@@ -8,8 +8,8 @@ from llamafactory.extras.constants import IGNORE_INDEX
 from llamafactory.hparams import get_train_args
 from llamafactory.model import load_tokenizer
 
-from llamafactory_tract.preprocess import InvalidTrainingData
-from llamafactory_tract.workflow import load_cotraft_dataset
+from llamafactory_tract.data.preprocess import InvalidTrainingData
+from llamafactory_tract.train.cotraft.workflow import load_cotraft_dataset
 
 PROMPT = "###Task Description: grade the response.\n###Response to evaluate: Paris is in France."
 JUDGE_ROWS = [

@@ -7,7 +7,7 @@ import yaml
 from inference_helpers import require_shared_file, require_smollm2, tiny_model_dir
 
 from llamafactory_tract.cli import main
-from llamafactory_tract.eval_config import EvalConfigError, load_eval_config
+from llamafactory_tract.eval.config import EvalConfigError, load_eval_config
 
 
 def _write_config(path, **values):

@@ -10,9 +10,9 @@ import torch
 from inference_helpers import eval_config, real_rows, require_smollm2
 from llamafactory.hparams import DataArguments
 
-from llamafactory_tract.data_processor import CoTRaftDatasetProcessor
-from llamafactory_tract.inference.backend import JudgePrompt, SamplingConfig, load_backend
-from llamafactory_tract.score_tokens import locate_score_token
+from llamafactory_tract.data.processor import CoTRaftDatasetProcessor
+from llamafactory_tract.data.score_tokens import locate_score_token
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig, load_backend
 
 PAPER_SAMPLING = SamplingConfig(temperature=1.0, top_p=0.9, repetition_penalty=1.03, max_new_tokens=8)
 

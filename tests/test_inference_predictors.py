@@ -6,9 +6,9 @@ import torch
 from inference_helpers import PROMPTS, TINY_FAMILIES, tiny_backend
 from tiny_models import tiktoken_style_tokenizer
 
-from llamafactory_tract.inference.backend import SamplingConfig
-from llamafactory_tract.inference.predictors import JudgePredictor, expected_score, sample_score
-from llamafactory_tract.inference.stopping import StopTextCriteria
+from llamafactory_tract.judge.backend import SamplingConfig
+from llamafactory_tract.judge.predictors import JudgePredictor, expected_score, sample_score
+from llamafactory_tract.judge.stopping import StopTextCriteria
 
 SAMPLING = SamplingConfig(max_new_tokens=6)
 VALUES = [1.0, 2.0, 3.0, 4.0, 5.0]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from inference_helpers import eval_config, real_rows, require_smollm2
 
-from llamafactory_tract.inference.backend import JudgePrompt, load_backend
+from llamafactory_tract.judge.backend import JudgePrompt, load_backend
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (GPU extra: pip install .[gpu])")
 

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from llamafactory_tract.loss import IGNORE_INDEX, cotraft_loss, expected_scores_from_logits
+from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, cotraft_loss, expected_scores_from_logits
 
 SCORE_IDS = torch.tensor([3, 4, 5, 6, 7])
 SCORE_VALUES = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from llamafactory_tract.metrics import average_metrics, format_table, score_metrics
+from llamafactory_tract.eval.metrics import average_metrics, format_table, score_metrics
 
 PREDICTED = [4.2, 3.1, 1.5, 4.9, 2.2, 3.3, 2.8]
 TRUTH = [4.0, 3.3333, 1.0, 5.0, 2.6667, 2.0, 3.0]

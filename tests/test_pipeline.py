@@ -7,10 +7,10 @@ import pytest
 import yaml
 from judge_data import write_judge_dataset
 
-from llamafactory_tract.pipeline import PipelineConfigError, _train_step, judge_config, run_pipeline
-from llamafactory_tract.pipeline_config import load_pipeline_config
-from llamafactory_tract.score_format import ScoreFormat
-from llamafactory_tract.self_generation import generate_self_cots, load_training_inputs
+from llamafactory_tract.data.score_format import ScoreFormat
+from llamafactory_tract.pipeline.config import load_pipeline_config
+from llamafactory_tract.pipeline.runner import PipelineConfigError, _train_step, judge_config, run_pipeline
+from llamafactory_tract.pipeline.self_generation import generate_self_cots, load_training_inputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_RECIPE = str(REPO_ROOT / "yaml_configs" / "cpu" / "cotraft_smoke.yaml")

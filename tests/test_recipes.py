@@ -6,9 +6,13 @@ import pytest
 import yaml
 from llamafactory.hparams import get_train_args
 
+from llamafactory_tract.demo.run import DEMO_CONFIGS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_RECIPES = sorted(
-    path for path in (REPO_ROOT / "yaml_configs").rglob("*.yaml") if "stage" in yaml.safe_load(path.read_text())
+    path
+    for path in [*(REPO_ROOT / "yaml_configs").rglob("*.yaml"), *DEMO_CONFIGS.glob("*.yaml")]
+    if "stage" in yaml.safe_load(path.read_text())
 )
 PAPER_RECIPES = {
     "tract_stage1.yaml": ("mistral", "feedback_collection"),
@@ -25,7 +29,7 @@ def parse(path: Path, tmp_path: Path):
     return get_train_args(config)
 
 
-@pytest.mark.parametrize("path", TRAINING_RECIPES, ids=lambda path: str(path.relative_to(REPO_ROOT)))
+@pytest.mark.parametrize("path", TRAINING_RECIPES, ids=lambda path: f"{path.parent.name}/{path.name}")
 def test_recipe_parses_with_llamafactory(path, tmp_path):
     _, _, _, finetuning_args, _ = parse(path, tmp_path)
     assert finetuning_args.stage in {"cotraft", "sft"}
@@ -48,15 +52,12 @@ def test_paper_recipes_follow_appendix_a(name, tmp_path):
 
 PIPELINE_ROWS = sorted((REPO_ROOT / "yaml_configs" / "table2" / "rows").glob("*.yaml"))
 SEED_MODELS = sorted((REPO_ROOT / "yaml_configs" / "table2" / "models").glob("*.yaml"))
-DEMO_ROWS = [
-    REPO_ROOT / "yaml_configs" / "demo" / name
-    for name in ("B2_ce_cot_decode.yaml", "A1_cotraft_gpt4_cotrail.yaml", "tract.yaml")
-]
+DEMO_ROWS = [DEMO_CONFIGS / name for name in ("B2_ce_cot_decode.yaml", "A1_cotraft_gpt4_cotrail.yaml", "tract.yaml")]
 
 
 def check_pipeline(config, tmp_path):
     """Each training step resolves to a config LLaMA-Factory parses; the evaluation to a valid judge config."""
-    from llamafactory_tract.pipeline import judge_config, resolve_training_config
+    from llamafactory_tract.pipeline.runner import judge_config, resolve_training_config
 
     for name in ("stage1", "stage2"):
         step = getattr(config, name)
@@ -76,7 +77,7 @@ def check_pipeline(config, tmp_path):
 @pytest.mark.parametrize("model", SEED_MODELS, ids=lambda path: path.stem)
 @pytest.mark.parametrize("row", PIPELINE_ROWS, ids=lambda path: path.stem)
 def test_every_table2_recipe_resolves_for_both_seed_models(model, row, tmp_path, monkeypatch):
-    from llamafactory_tract.pipeline_config import load_pipeline_config
+    from llamafactory_tract.pipeline.config import load_pipeline_config
 
     monkeypatch.chdir(REPO_ROOT)
     check_pipeline(load_pipeline_config([model, row]), tmp_path)
@@ -84,7 +85,7 @@ def test_every_table2_recipe_resolves_for_both_seed_models(model, row, tmp_path,
 
 @pytest.mark.parametrize("row", DEMO_ROWS, ids=lambda path: path.stem)
 def test_demo_recipes_resolve(row, tmp_path, monkeypatch):
-    from llamafactory_tract.pipeline_config import load_pipeline_config
+    from llamafactory_tract.pipeline.config import load_pipeline_config
 
     monkeypatch.chdir(REPO_ROOT)
     check_pipeline(
@@ -93,7 +94,7 @@ def test_demo_recipes_resolve(row, tmp_path, monkeypatch):
 
 
 def test_table2_rows_have_the_paper_structure(monkeypatch):
-    from llamafactory_tract.pipeline_config import load_pipeline_config
+    from llamafactory_tract.pipeline.config import load_pipeline_config
 
     monkeypatch.chdir(REPO_ROOT)
     rows = {path.stem: load_pipeline_config([SEED_MODELS[0], path]) for path in PIPELINE_ROWS}

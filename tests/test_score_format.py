@@ -1,6 +1,6 @@
 import pytest
 
-from llamafactory_tract.score_format import InvalidJudgeResponse, ScoreFormat
+from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
 
 FORMAT = ScoreFormat()
 

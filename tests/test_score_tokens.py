@@ -5,8 +5,8 @@ from llamafactory.data import get_template_and_fix_tokenizer
 from llamafactory.hparams import DataArguments
 from transformers import AutoTokenizer
 
-from llamafactory_tract.score_format import ScoreFormat
-from llamafactory_tract.score_tokens import (
+from llamafactory_tract.data.score_format import ScoreFormat
+from llamafactory_tract.data.score_tokens import (
     ScoreTokenizationError,
     encode_response,
     locate_score_token,

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from judge_data import write_judge_dataset
 
-from llamafactory_tract.score_format import ScoreFormat
-from llamafactory_tract.self_generation import run_generation_config
+from llamafactory_tract.data.score_format import ScoreFormat
+from llamafactory_tract.pipeline.self_generation import run_generation_config
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ def graft_parser(parser: ModuleType) -> None:
 
     @wraps(original)
     def _parse_train_args(args=None):
-        from llamafactory_tract.hparams import TractFinetuningArguments
+        from llamafactory_tract.hparams.finetuning_args import TractFinetuningArguments
 
         if TractFinetuningArguments not in parser._TRAIN_ARGS:
             parser._TRAIN_ARGS[parser._TRAIN_ARGS.index(parser.FinetuningArguments)] = TractFinetuningArguments
@@ -72,7 +72,7 @@ def graft_loader(loader: ModuleType) -> None:
     def _get_merged_dataset(dataset_names, model_args, data_args, training_args, stage, return_dict=False):
         if stage != COTRAFT_STAGE or dataset_names is None:
             return original_merge(dataset_names, model_args, data_args, training_args, stage, return_dict)
-        from llamafactory_tract.row_origin import tag_row_origin
+        from llamafactory_tract.data.row_origin import tag_row_origin
 
         datasets = original_merge(dataset_names, model_args, data_args, training_args, stage, return_dict=True)
         datasets = {name: tag_row_origin(dataset, name) for name, dataset in datasets.items()}
@@ -91,8 +91,8 @@ def graft_loader(loader: ModuleType) -> None:
             return original(dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval)
         if dataset is None:
             return None
-        from llamafactory_tract.preprocess import preprocess_cotraft_dataset
-        from llamafactory_tract.preprocess_context import active_cotraft_preprocessing
+        from llamafactory_tract.data.preprocess import preprocess_cotraft_dataset
+        from llamafactory_tract.data.preprocess_context import active_cotraft_preprocessing
 
         active = active_cotraft_preprocessing()
         return preprocess_cotraft_dataset(
@@ -131,8 +131,8 @@ def graft_tuner(tuner: ModuleType) -> None:
     def _training_function(config: dict[str, Any]) -> None:
         if requested_stage(tuner.read_args(config.get("args"))) != COTRAFT_STAGE:
             return original(config)
-        from llamafactory_tract.callbacks import TractLogCallback
-        from llamafactory_tract.workflow import run_cotraft
+        from llamafactory_tract.train.cotraft.callbacks import TractLogCallback
+        from llamafactory_tract.train.cotraft.workflow import run_cotraft
 
         model_args, data_args, training_args, finetuning_args, generating_args = tuner.get_train_args(
             config.get("args")

@@ -1,0 +1,1 @@
+"""Judge data: the score format, score-token location, the validating ``cotraft`` processor."""

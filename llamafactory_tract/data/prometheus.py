@@ -1,0 +1,50 @@
+"""Training rows from the Prometheus evaluation format (real GPT-4 feedback), for CPU-scale runs.
+
+Vicuna Bench / MT Bench rows carry the judge prompt, three GPT-4 feedback texts and their three
+scores. Each (feedback, score) pair is an annotation CoT with its label, so a few hundred of them
+stand in for Feedback Collection where the hub is out of reach. Rows are written in LLaMA-Factory's
+alpaca layout (``instruction`` / ``output``), the output in canonical ``<CoT> <delimiter> <y>`` form.
+"""
+
+import json
+from pathlib import Path
+
+from llamafactory_tract.data.score_format import ScoreFormat
+
+
+class MalformedPrometheusRow(ValueError):
+    """A Prometheus-format row without aligned feedback and score lists."""
+
+
+def annotation_rows(
+    source: Path, score_format: ScoreFormat, limit: int | None = None, feedbacks_per_row: int = 1
+) -> list[dict[str, str]]:
+    """One alpaca row per (prompt, GPT-4 feedback, GPT-4 score); ``limit`` counts source rows."""
+    records = json.loads(Path(source).read_text(encoding="utf-8"))
+    rows = []
+    for index, record in enumerate(records[:limit]):
+        feedbacks, scores = record.get("gpt4_feedback"), record.get("gpt4_score")
+        if not isinstance(feedbacks, list) or not isinstance(scores, list) or len(feedbacks) != len(scores):
+            raise MalformedPrometheusRow(
+                f"{source} row {index}: `gpt4_feedback` and `gpt4_score` must be equal-length lists"
+            )
+        for feedback, score in list(zip(feedbacks, scores, strict=True))[:feedbacks_per_row]:
+            literal = score_format.canonical_literal(str(score))
+            rows.append(
+                {
+                    "instruction": record["instruction"],
+                    "output": score_format.format_response(feedback.strip(), literal),
+                }
+            )
+    return rows
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    """Write atomically, so an interrupted run never leaves a half file that looks complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    partial.replace(path)
+    return path

@@ -1,0 +1,1 @@
+"""Benchmark evaluation (``tract eval``): datasets, metrics, the Table 2 report."""

@@ -1,0 +1,162 @@
+"""``tract eval``: load the benchmarks, predict what is not predicted yet, compute Table 2 metrics, save.
+
+Benchmarks are loaded and validated before the model, so a malformed file fails in seconds. Rows
+are predicted in batches (longest prompts first: less padding, and an out-of-memory error shows
+at once); every batch is appended to ``predictions.jsonl`` before the next starts.
+"""
+
+import csv
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from llamafactory_tract.eval.config import EvalConfig, EvalConfigError
+from llamafactory_tract.eval.datasets import BenchmarkRow, get_benchmark_spec, load_benchmark
+from llamafactory_tract.eval.metrics import AVERAGED, average_metrics, format_table, score_metrics
+from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig, load_backend
+from llamafactory_tract.judge.prediction_store import PredictionStore
+from llamafactory_tract.judge.predictors import PREDICTORS, JudgePredictor
+from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER
+
+logger = get_logger(__name__)
+
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_JSON = "metrics.json"
+METRICS_CSV = "metrics.csv"
+
+
+@dataclass
+class EvalReport:
+    run_name: str
+    per_benchmark: dict[str, dict[str, float]]
+    average: dict[str, float]
+    table: str
+    closed_by: dict[str, dict[str, int]] = field(default_factory=dict)
+    output_dir: Path = Path(".")
+
+
+def run_evaluation(config: EvalConfig) -> EvalReport:
+    if not config.benchmarks:
+        raise EvalConfigError("`benchmarks` is empty; name at least one benchmark.")
+    output_dir = Path(config.output_dir)
+    benchmarks = {
+        name: load_benchmark(name, config.score_format, bench.path, bench.limit, bench.skip_malformed)
+        for name, bench in config.benchmarks.items()
+    }
+    store = PredictionStore(output_dir / PREDICTIONS_FILE, config.prediction_hash())
+    done = store.load()
+    pending = [(name, row) for name, rows in benchmarks.items() for row in rows if (name, row.row) not in done]
+    total = sum(len(rows) for rows in benchmarks.values())
+    if pending:
+        logger.info_rank0(f"Predicting {len(pending)} of {total} rows ({total - len(pending)} found in {store.path}).")
+        done.update(_predict(config, pending, store))
+    else:
+        logger.info_rank0(f"All {total} rows already predicted in {store.path}; computing metrics only.")
+    return _report(config, benchmarks, done, output_dir)
+
+
+def _predict(
+    config: EvalConfig, pending: list[tuple[str, BenchmarkRow]], store: PredictionStore
+) -> dict[tuple[str, int], dict[str, Any]]:
+    spec = PREDICTORS[config.predictor]
+    backend = load_backend(config, with_cot=spec.uses_cot)
+    sampling = SamplingConfig(config.temperature, config.top_p, config.repetition_penalty, config.max_new_tokens)
+    predictor = JudgePredictor(
+        backend, config.predictor, sampling, config.n_cot, config.seed, config.renormalize_scores
+    )
+    rows_per_batch = max(1, config.batch_size // config.n_cot) if spec.uses_cot else config.batch_size
+    pending = sorted(pending, key=lambda item: -len(item[1].instruction))
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+    with tqdm(total=len(pending), desc=f"tract eval ({config.predictor})", unit="row") as progress:
+        for start in range(0, len(pending), rows_per_batch):
+            batch = pending[start : start + rows_per_batch]
+            keys = [f"{name}/{row.row}" for name, row in batch]
+            predictions = predictor.predict([JudgePrompt.from_instruction(row.instruction) for _, row in batch], keys)
+            new = [
+                {
+                    "benchmark": name,
+                    "row": row.row,
+                    "source_id": row.source_id,
+                    "ground_truth": row.ground_truth,
+                    "predictor": config.predictor,
+                    "score": prediction.score,
+                    "cot_scores": prediction.cot_scores,
+                    "score_probs": prediction.score_probs,
+                    "cots": prediction.cots,
+                    "closed_by": prediction.closed_by,
+                    "generated_tokens": prediction.generated_tokens,
+                }
+                for (name, row), prediction in zip(batch, predictions, strict=True)
+            ]
+            store.append(new)
+            records.update({(record["benchmark"], record["row"]): record for record in new})
+            progress.update(len(batch))
+    return records
+
+
+def _report(
+    config: EvalConfig,
+    benchmarks: dict[str, list[BenchmarkRow]],
+    records: dict[tuple[str, int], dict[str, Any]],
+    output_dir: Path,
+) -> EvalReport:
+    per_benchmark, closed_by = {}, {}
+    for name, rows in benchmarks.items():
+        chosen = [records[(name, row.row)] for row in rows]
+        per_benchmark[name] = score_metrics([r["score"] for r in chosen], [r["ground_truth"] for r in chosen])
+        closed_by[name] = dict(Counter(reason for record in chosen for reason in record["closed_by"]))
+    titles = {name: get_benchmark_spec(name).title for name in benchmarks}
+    table = format_table({config.display_name: per_benchmark}, titles)
+    report = EvalReport(
+        config.display_name, per_benchmark, average_metrics(per_benchmark), table, closed_by, output_dir
+    )
+    _write_metrics(config, report)
+    return report
+
+
+def describe_forced_cots(closed_by: dict[str, dict[str, int]]) -> str:
+    """One line per benchmark: how many CoTs did not end with the delimiter and were closed by force."""
+    lines = []
+    for name, counts in closed_by.items():
+        if not counts:
+            continue
+        total = sum(counts.values())
+        forced = total - counts.get(CLOSED_BY_DELIMITER, 0)
+        detail = ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items()))
+        lines.append(f"{name}: {forced} of {total} CoTs closed without the delimiter ({detail})")
+    return "\n".join(lines)
+
+
+def _write_metrics(config: EvalConfig, report: EvalReport) -> None:
+    report.output_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "run_name": report.run_name,
+        "predictor": config.predictor,
+        "config_hash": config.prediction_hash(),
+        "benchmarks": report.per_benchmark,
+        "average": report.average,
+        "cot_closed_by": report.closed_by,
+    }
+    (report.output_dir / METRICS_JSON).write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+    columns = ["run", "benchmark", "n", *AVERAGED, *(f"{name}_p" for name in AVERAGED if name != "rmse")]
+    with (report.output_dir / METRICS_CSV).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for name, metrics in report.per_benchmark.items():
+            writer.writerow({"run": report.run_name, "benchmark": name, **metrics})
+        writer.writerow({"run": report.run_name, "benchmark": "average", **report.average})
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a correlation with a constant side) becomes null, which strict JSON readers accept."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    return value

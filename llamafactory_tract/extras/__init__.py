@@ -1,0 +1,1 @@
+"""Extras shared by every part of the plugin (logging under LLaMA-Factory's logger)."""

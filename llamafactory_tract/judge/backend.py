@@ -1,0 +1,112 @@
+"""The backend interface: sample CoTs and return score-token probabilities, whatever engine runs the model.
+
+A backend answers two questions for a batch of judge prompts: "sample a CoT and give me the
+probabilities of the score tokens after it" (CoT predictors) and "give me the probabilities of
+the score tokens right after the prompt" (no-CoT predictors). Probabilities are the model's
+full-vocabulary softmax at the score position (not renormalised, not temperature-scaled), in
+the order of ``ScoreFormat.values``. Tokenizer, template and score tokens come from
+LLaMA-Factory exactly as in training.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llamafactory_tract.data.score_tokens import ScoreTokens, resolve_score_tokens
+from llamafactory_tract.judge.score_context import ScoreContextBuilder
+
+if TYPE_CHECKING:
+    from llamafactory.hparams import DataArguments, FinetuningArguments, ModelArguments
+
+    from llamafactory_tract.eval.config import EvalConfig
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    """The user turn(s) of a judge example; ``system=None`` applies the template's default system."""
+
+    messages: list[dict[str, str]]
+    system: str | None = None
+    tools: str | None = None
+
+    @classmethod
+    def from_instruction(cls, instruction: str) -> "JudgePrompt":
+        """A one-turn prompt, as LLaMA-Factory's alpaca converter builds it from ``instruction``."""
+        return cls(messages=[{"role": "user", "content": instruction}])
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """CoT sampling (paper: temperature 1.0, top_p 0.9, repetition penalty 1.03, 1024 new tokens)."""
+
+    temperature: float = 1.0
+    top_p: float = 0.9
+    repetition_penalty: float = 1.03
+    max_new_tokens: int = 1024
+
+
+@dataclass
+class CoTSample:
+    """One sampled CoT and the score-token probabilities that follow it."""
+
+    cot: str
+    closed_by: str
+    """'delimiter', 'marker' (e.g. '[RESULT]'), 'eos' or 'max_new_tokens'; all but the first were closed by force."""
+    generated_tokens: int
+    score_probs: list[float] = field(default_factory=list)
+
+
+class JudgeBackend(ABC):
+    """One engine behind both predictor steps; subclasses own the model."""
+
+    def __init__(self, contexts: ScoreContextBuilder) -> None:
+        self.contexts = contexts
+
+    @property
+    def score_tokens(self) -> ScoreTokens:
+        return self.contexts.score_tokens
+
+    @abstractmethod
+    def sample_cots(self, prompts: list[JudgePrompt], sampling: SamplingConfig, seeds: list[int]) -> list[CoTSample]:
+        """One CoT per prompt (repeat a prompt for several CoTs), each with its score probabilities."""
+
+    @abstractmethod
+    def score_prompts(self, prompts: list[JudgePrompt]) -> list[list[float]]:
+        """Score probabilities right after each prompt (plus any gap tokens before the score)."""
+
+
+def llamafactory_args(config: "EvalConfig") -> tuple["ModelArguments", "DataArguments", "FinetuningArguments"]:
+    """Parse the model part of the eval config with LLaMA-Factory's own inference argument parser."""
+    from llamafactory.hparams import get_infer_args
+
+    args: dict[str, Any] = {
+        "model_name_or_path": config.model_name_or_path,
+        "template": config.template,
+        "infer_dtype": config.infer_dtype,
+        "trust_remote_code": config.trust_remote_code,
+        "infer_backend": "vllm" if config.backend == "vllm" else "huggingface",
+    }
+    if config.adapter_name_or_path:
+        args["adapter_name_or_path"] = config.adapter_name_or_path
+    if config.default_system is not None:
+        args["default_system"] = config.default_system
+    model_args, data_args, finetuning_args, _ = get_infer_args(args)
+    return model_args, data_args, finetuning_args
+
+
+def build_contexts(tokenizer: Any, template: Any, config: "EvalConfig", with_cot: bool) -> ScoreContextBuilder:
+    score_tokens = resolve_score_tokens(template, tokenizer, config.score_format, with_cot=with_cot)
+    return ScoreContextBuilder(
+        template, tokenizer, score_tokens, config.max_prompt_len, tuple(config.cot_end_markers) if with_cot else ()
+    )
+
+
+def load_backend(config: "EvalConfig", with_cot: bool) -> JudgeBackend:
+    """The configured backend; vLLM is imported only when asked for."""
+    if config.backend == "vllm":
+        from llamafactory_tract.judge.vllm_backend import VllmJudgeBackend
+
+        return VllmJudgeBackend.from_config(config, with_cot)
+    from llamafactory_tract.judge.hf_backend import HfJudgeBackend
+
+    return HfJudgeBackend.from_config(config, with_cot)

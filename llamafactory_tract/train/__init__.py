@@ -1,0 +1,1 @@
+"""Training stages; ``cotraft`` is shaped like LLaMA-Factory's ``train/sft``."""

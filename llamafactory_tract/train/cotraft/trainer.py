@@ -1,0 +1,169 @@
+"""``CoTRaftTrainer``: LLaMA-Factory's SFT trainer with the CoT-RAFT loss, its logs and eval metrics.
+
+Normalisation: transformers gives ``compute_loss`` a count of label tokens over the whole
+gradient-accumulation window; we extend that count with the number of scored sequences and
+sum both over processes, so each micro-batch contributes ``sum / effective-batch count``.
+The authors' code averaged per micro-batch instead, which changes the loss with the split.
+"""
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
+from transformers import EvalPrediction
+from transformers.integrations import is_deepspeed_zero3_enabled
+from typing_extensions import override
+
+from llamafactory_tract.data.score_tokens import ScoreTokens
+from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.train.cotraft.chunked_loss import chunked_cotraft_loss
+from llamafactory_tract.train.cotraft.final_hidden_states import (
+    chunked_loss_blocker,
+    forward_final_hidden_states,
+    lm_head_parameters,
+)
+from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, cotraft_loss
+
+LOSS_PART_KEYS = ("ce_loss", "raft_loss")
+
+logger = get_logger(__name__)
+
+
+class EffectiveBatchCounts(NamedTuple):
+    """Loss normalisers for one optimizer step, summed over micro-batches and processes."""
+
+    ce_tokens: torch.Tensor
+    scored_sequences: torch.Tensor
+
+
+def count_loss_items(batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """[CE tokens, scored sequences] of a list of micro-batches (labels are unshifted, score already masked)."""
+    ce_tokens = sum(int(batch["labels"].ne(IGNORE_INDEX).sum()) for batch in batches)
+    scored = sum(int(batch["score_index"].ge(0).sum()) for batch in batches)
+    return torch.tensor([ce_tokens, scored], dtype=torch.float32)
+
+
+def compute_score_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """Teacher-forced expected score against y*: loss parts, RMSE, Pearson r."""
+    expected, target, ce_sum, ce_tokens = np.asarray(prediction.predictions, dtype=np.float64).T
+    squared_error = (expected - target) ** 2
+    metrics = {
+        "ce_loss": float(ce_sum.sum() / max(ce_tokens.sum(), 1.0)),
+        "raft_loss": float(squared_error.mean()),
+        "rmse": float(np.sqrt(squared_error.mean())),
+    }
+    if len(expected) > 1 and expected.std() > 0 and target.std() > 0:
+        metrics["pearson"] = float(np.corrcoef(expected, target)[0, 1])
+    return metrics
+
+
+class CoTRaftTrainer(CustomSeq2SeqTrainer):
+    def __init__(self, score_tokens: ScoreTokens, raft_lambda: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # training_step must not divide by the accumulation steps: compute_loss already normalises.
+        self.model_accepts_loss_kwargs = True
+        self.raft_lambda = raft_lambda
+        self.score_token_ids = torch.tensor(score_tokens.token_ids, dtype=torch.long)
+        self.score_values = torch.tensor(score_tokens.numeric_values, dtype=torch.float32)
+        self._loss_part_sums = torch.zeros(2, dtype=torch.float64)
+        self._steps_in_loss_part_sums: set[int] = set()
+        self.loss_chunk_size = self.finetuning_args.cotraft_loss_chunk_size
+        self.chunked_loss = self._use_chunked_loss(self.finetuning_args.cotraft_chunked_loss)
+
+    def _use_chunked_loss(self, requested: bool) -> bool:
+        """The chunked loss where it reproduces the model's logits exactly; otherwise say why not."""
+        if not requested:
+            return False
+        sharded = is_deepspeed_zero3_enabled() or self.is_fsdp_enabled
+        blocker = chunked_loss_blocker(self.accelerator.unwrap_model(self.model), sharded_weights=sharded)
+        if blocker is None:
+            logger.info_rank0(f"CoT-RAFT: chunked loss on (chunk size {self.loss_chunk_size}), no full logits.")
+            return True
+        logger.warning_rank0(f"CoT-RAFT: chunked loss off, full logits are materialised: {blocker}.")
+        return False
+
+    @override
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> EffectiveBatchCounts | None:
+        if not batch_samples or "score_index" not in batch_samples[0]:
+            return None
+        counts = count_loss_items(batch_samples).to(device)
+        if self.args.world_size > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        return _as_counts(counts)
+
+    def _loss_parts(self, model, inputs: dict[str, Any], counts: EffectiveBatchCounts | None):
+        """Run the model and the loss; without counts (evaluation) the micro-batch is its own normaliser."""
+        score_index = inputs.pop("score_index")
+        score_target = inputs.pop("score_target")
+        labels = inputs.pop("labels")
+        if counts is None:
+            counts = _as_counts(count_loss_items([{"labels": labels, "score_index": score_index}]).to(labels.device))
+        loss_kwargs = dict(
+            labels=labels,
+            score_index=score_index,
+            score_target=score_target,
+            score_token_ids=self.score_token_ids.to(labels.device),
+            score_values=self.score_values.to(labels.device),
+            raft_lambda=self.raft_lambda,
+            ce_normalizer=counts.ce_tokens,
+            raft_normalizer=counts.scored_sequences,
+        )
+        if self.chunked_loss:
+            unwrapped = self.accelerator.unwrap_model(model)
+            hidden_states, outputs = forward_final_hidden_states(model, unwrapped, inputs)
+            weight, bias = lm_head_parameters(unwrapped)
+            parts = chunked_cotraft_loss(hidden_states, weight, bias, chunk_size=self.loss_chunk_size, **loss_kwargs)
+        else:
+            outputs = model(**inputs)
+            parts = cotraft_loss(logits=outputs.logits, **loss_kwargs)
+        return parts, outputs, labels, score_target, counts
+
+    @override
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        parts, outputs, _, _, counts = self._loss_parts(model, inputs, num_items_in_batch)
+        loss = parts.loss
+        if model.training:
+            self._loss_part_sums += (
+                torch.stack([parts.ce_sum / counts.ce_tokens, parts.squared_error_sum / counts.scored_sequences])
+                .detach()
+                .double()
+                .cpu()
+            )
+            self._steps_in_loss_part_sums.add(self.state.global_step)
+            # DDP averages gradients over processes; the normaliser is already global.
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    @override
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            parts, _, labels, score_target, _ = self._loss_parts(model, inputs, None)
+        if prediction_loss_only:
+            return parts.loss.detach(), None, None
+        ce_tokens = labels.ne(IGNORE_INDEX).sum(dim=1).float()
+        # Only sums over sequences are reported, so sharing the batch's CE sum by token count is exact.
+        ce_share = ce_tokens / ce_tokens.sum().clamp(min=1.0)
+        per_sequence = torch.stack(
+            [parts.expected_scores, score_target.float(), parts.ce_sum.detach() * ce_share, ce_tokens], dim=1
+        )
+        return parts.loss.detach(), per_sequence, score_target
+
+    @override
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._steps_in_loss_part_sums:
+            sums = self._loss_part_sums.to(self.args.device)
+            if self.args.world_size > 1:
+                sums = self.accelerator.reduce(sums, reduction="sum")
+            steps = len(self._steps_in_loss_part_sums)
+            for key, value in zip(LOSS_PART_KEYS, (sums / steps).tolist(), strict=True):
+                logs[key] = round(value, 4)
+            self._loss_part_sums.zero_()
+            self._steps_in_loss_part_sums.clear()
+        super().log(logs, *args, **kwargs)
+
+
+def _as_counts(counts: torch.Tensor) -> EffectiveBatchCounts:
+    counts = counts.clamp(min=1.0)
+    return EffectiveBatchCounts(ce_tokens=counts[0], scored_sequences=counts[1])

@@ -1,0 +1,132 @@
+"""``run_cotraft``: the ``stage: cotraft`` workflow, shaped like LLaMA-Factory's ``run_sft``."""
+
+from typing import TYPE_CHECKING
+
+from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+from llamafactory.extras.constants import IGNORE_INDEX
+from llamafactory.extras.ploting import plot_loss
+from llamafactory.model import load_model, load_tokenizer
+from llamafactory.train.trainer_utils import create_modelcard_and_push
+
+from llamafactory_tract.data.preprocess_context import cotraft_preprocessing
+from llamafactory_tract.data.score_tokens import ScoreTokens, resolve_score_tokens
+from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.hparams.finetuning_args import COTRAFT_STAGE
+from llamafactory_tract.train.cotraft.collator import CoTRaftDataCollator
+from llamafactory_tract.train.cotraft.trainer import LOSS_PART_KEYS, CoTRaftTrainer, compute_score_metrics
+
+if TYPE_CHECKING:
+    from llamafactory.data import Template
+    from llamafactory.data.data_utils import DatasetModule
+    from llamafactory.hparams import DataArguments, GeneratingArguments, ModelArguments
+    from llamafactory.model.loader import TokenizerModule
+    from transformers import Seq2SeqTrainingArguments, TrainerCallback
+
+    from llamafactory_tract.hparams.finetuning_args import TractFinetuningArguments
+
+logger = get_logger(__name__)
+
+EVAL_METRIC_KEYS = ("loss", *LOSS_PART_KEYS, "rmse", "pearson")
+
+
+def check_cotraft_arguments(data_args: "DataArguments", training_args: "Seq2SeqTrainingArguments") -> None:
+    """Reject options that would silently break the score position."""
+    if data_args.packing or data_args.neat_packing:
+        raise ValueError("`packing`/`neat_packing` are not supported by stage `cotraft` (one score per sequence).")
+    if training_args.predict_with_generate or training_args.do_predict:
+        raise ValueError("Stage `cotraft` does not generate; use `tract eval` to score with CoT-RAIL.")
+
+
+def load_cotraft_dataset(
+    template: "Template",
+    tokenizer_module: "TokenizerModule",
+    model_args: "ModelArguments",
+    data_args: "DataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+    finetuning_args: "TractFinetuningArguments",
+) -> tuple[ScoreTokens, "DatasetModule"]:
+    """Resolve the score tokens (a configuration error surfaces here, before the model loads), then tokenise."""
+    tokenizer = tokenizer_module["tokenizer"]
+    score_tokens = resolve_score_tokens(
+        template, tokenizer, finetuning_args.score_format, with_cot=not finetuning_args.cotraft_drop_cot
+    )
+    token_pieces = dict(
+        zip(
+            score_tokens.score_format.values,
+            tokenizer.convert_ids_to_tokens(list(score_tokens.token_ids)),
+            strict=True,
+        )
+    )
+    logger.info_rank0(
+        f"CoT-RAFT: delimiter {finetuning_args.score_delimiter!r}, score tokens {token_pieces}, "
+        f"raft_lambda={finetuning_args.raft_lambda}"
+    )
+    with cotraft_preprocessing(
+        score_tokens, strict=finetuning_args.cotraft_strict_data, score_in_ce=finetuning_args.cotraft_score_in_ce
+    ):
+        dataset_module = get_dataset(
+            template, model_args, data_args, training_args, stage=COTRAFT_STAGE, **tokenizer_module
+        )
+    return score_tokens, dataset_module
+
+
+def run_cotraft(
+    model_args: "ModelArguments",
+    data_args: "DataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+    finetuning_args: "TractFinetuningArguments",
+    generating_args: "GeneratingArguments",
+    callbacks: list["TrainerCallback"] | None = None,
+) -> None:
+    check_cotraft_arguments(data_args, training_args)
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    score_tokens, dataset_module = load_cotraft_dataset(
+        template, tokenizer_module, model_args, data_args, training_args, finetuning_args
+    )
+    tokenizer = tokenizer_module["tokenizer"]
+    model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
+
+    data_collator = CoTRaftDataCollator(
+        template=template,
+        model=model,
+        pad_to_multiple_of=8 if training_args.do_train else None,
+        label_pad_token_id=IGNORE_INDEX,
+        block_diag_attn=model_args.block_diag_attn,
+        attn_implementation=getattr(model.config, "_attn_implementation", None),
+        compute_dtype=model_args.compute_dtype,
+        **tokenizer_module,
+    )
+    trainer = CoTRaftTrainer(
+        model=model,
+        args=training_args,
+        finetuning_args=finetuning_args,
+        data_collator=data_collator,
+        callbacks=callbacks,
+        score_tokens=score_tokens,
+        raft_lambda=finetuning_args.raft_lambda,
+        compute_metrics=compute_score_metrics,
+        **dataset_module,
+        **tokenizer_module,
+    )
+
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_state()
+        if trainer.is_world_process_zero() and finetuning_args.plot_loss:
+            eval_dataset = dataset_module.get("eval_dataset")
+            eval_names = list(eval_dataset) if isinstance(eval_dataset, dict) else [""] if eval_dataset else []
+            eval_keys = [
+                f"eval_{name}_{key}" if name else f"eval_{key}" for name in eval_names for key in EVAL_METRIC_KEYS
+            ]
+            plot_loss(training_args.output_dir, keys=["loss", *LOSS_PART_KEYS, *eval_keys])
+
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+    create_modelcard_and_push(trainer, model_args, data_args, training_args, finetuning_args)
