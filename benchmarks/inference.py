@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from llamafactory_tract.eval.config import build_eval_config
-from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig, load_backend
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.loader import load_backend
 from llamafactory_tract.judge.predictors import JudgePredictor
 
 PREDICTORS = ("cot_decode", "cot_rail")

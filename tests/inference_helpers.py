@@ -9,7 +9,8 @@ from random_llama import save_random_llama
 from tiny_models import gpt2_style_tokenizer, sentencepiece_style_tokenizer, tiktoken_style_tokenizer
 
 from llamafactory_tract.eval.config import EvalConfig, build_eval_config
-from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, load_backend
+from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt
+from llamafactory_tract.judge.loader import load_backend
 
 # (template, tokenizer factory): the three tokenisation families of DESIGN.md section 3.
 TINY_FAMILIES = {

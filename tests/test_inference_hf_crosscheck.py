@@ -12,7 +12,8 @@ from llamafactory.hparams import DataArguments
 
 from llamafactory_tract.data.processor import CoTRaftDatasetProcessor
 from llamafactory_tract.data.score_tokens import locate_score_token
-from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig, load_backend
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.loader import load_backend
 
 PAPER_SAMPLING = SamplingConfig(temperature=1.0, top_p=0.9, repetition_penalty=1.03, max_new_tokens=8)
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from inference_helpers import eval_config, real_rows, require_smollm2
 
-from llamafactory_tract.judge.backend import JudgePrompt, load_backend
+from llamafactory_tract.judge.backend import JudgePrompt
+from llamafactory_tract.judge.loader import load_backend
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (GPU extra: pip install .[gpu])")
 

@@ -19,7 +19,8 @@ from llamafactory_tract.eval.config import EvalConfig, EvalConfigError
 from llamafactory_tract.eval.datasets import BenchmarkRow, get_benchmark_spec, load_benchmark
 from llamafactory_tract.eval.metrics import AVERAGED, average_metrics, format_table, score_metrics
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig, load_backend
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.loader import load_backend
 from llamafactory_tract.judge.prediction_store import PredictionStore
 from llamafactory_tract.judge.predictors import PREDICTORS, JudgePredictor
 from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER

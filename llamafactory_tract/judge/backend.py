@@ -99,14 +99,3 @@ def build_contexts(tokenizer: Any, template: Any, config: "EvalConfig", with_cot
     return ScoreContextBuilder(
         template, tokenizer, score_tokens, config.max_prompt_len, tuple(config.cot_end_markers) if with_cot else ()
     )
-
-
-def load_backend(config: "EvalConfig", with_cot: bool) -> JudgeBackend:
-    """The configured backend; vLLM is imported only when asked for."""
-    if config.backend == "vllm":
-        from llamafactory_tract.judge.vllm_backend import VllmJudgeBackend
-
-        return VllmJudgeBackend.from_config(config, with_cot)
-    from llamafactory_tract.judge.hf_backend import HfJudgeBackend
-
-    return HfJudgeBackend.from_config(config, with_cot)

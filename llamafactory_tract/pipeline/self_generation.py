@@ -21,7 +21,8 @@ from llamafactory_tract.data.prometheus import write_jsonl
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
 from llamafactory_tract.eval.config import EvalConfig
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig, load_backend
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.loader import load_backend
 from llamafactory_tract.judge.prediction_store import PredictionStore
 from llamafactory_tract.judge.predictors import example_seed
 from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER
