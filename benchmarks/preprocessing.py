@@ -29,21 +29,18 @@ def measure_preprocessing(
     """Median rows/s over ``repeats`` alternating passes of each processor over the same rows."""
     from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.data.processor import SupervisedDatasetProcessor
-    from llamafactory.hparams import DataArguments
     from transformers import AutoTokenizer
 
     from llamafactory_tract.data.processor import INVALID_REASON_COLUMN, CoTRaftDatasetProcessor
-    from llamafactory_tract.data.score_format import ScoreFormat
-    from llamafactory_tract.data.score_tokens import resolve_score_tokens
+    from llamafactory_tract.hparams.data_args import TractDataArguments
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    data_args = DataArguments(template=template_name, cutoff_len=cutoff_len)
+    data_args = TractDataArguments(template=template_name, cutoff_len=cutoff_len)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    score_tokens = resolve_score_tokens(template, tokenizer, ScoreFormat())
     common = dict(template=template, tokenizer=tokenizer, processor=None, data_args=data_args)
     processors = {
         "supervised": SupervisedDatasetProcessor(**common),
-        "cotraft": CoTRaftDatasetProcessor(**common, score_tokens=score_tokens),
+        "cotraft": CoTRaftDatasetProcessor(**common),
     }
     examples = converted_examples(rows)
     invalid = [

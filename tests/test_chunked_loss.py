@@ -1,15 +1,29 @@
 """The chunked loss equals ``cotraft_loss`` on full logits: values and gradients, unit to trainer level."""
 
+import inspect
 import json
 
 import pytest
 import torch
 from judge_data import sgd_full_finetune_config, write_judge_dataset
 from peft import LoraConfig, get_peft_model
-from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, TrainerCallback
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    TrainerCallback,
+)
 
 from llamafactory_tract.train.cotraft.chunked_loss import chunked_cotraft_loss, linear_cross_entropy_sum
-from llamafactory_tract.train.cotraft.final_hidden_states import chunked_loss_blocker, forward_final_hidden_states
+from llamafactory_tract.train.cotraft.final_hidden_states import (
+    PLAIN_HEAD_MODEL_TYPES,
+    SOFTCAP_IF_SET_MODEL_TYPES,
+    chunked_loss_blocker,
+    forward_final_hidden_states,
+)
 from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, cotraft_loss
 
 SCORE_IDS = torch.tensor([11, 12, 13, 14, 15])
@@ -84,23 +98,32 @@ def test_without_grad_the_same_sum_is_returned_and_frozen_weight_gets_no_gradien
     assert weight.grad is None
 
 
+TINY_DECODER = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
+
+
 def tiny_llama(vocab_size: int = 211) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, tie_word_embeddings=False, **TINY_DECODER))
 
 
-def test_real_model_gradients_match_for_every_parameter():
+def tiny_gemma3_text(vocab_size: int = 211) -> Gemma3ForCausalLM:
+    """Gemma 3 text (e.g. gemma-3-1b): tied embeddings, no final logit softcapping."""
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=vocab_size, head_dim=8, **TINY_DECODER))
+
+
+def tiny_gemma2(softcapping: float | None) -> Gemma2ForCausalLM:
+    config = Gemma2Config(vocab_size=64, head_dim=8, final_logit_softcapping=softcapping, **TINY_DECODER)
+    return Gemma2ForCausalLM(config)
+
+
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gemma3_text], ids=["llama", "gemma3_text"])
+def test_real_model_gradients_match_for_every_parameter(build):
     """Decoder output captured in the model's forward + chunked loss == full logits + cotraft_loss."""
-    model = tiny_llama()
+    model = build()
+    assert chunked_loss_blocker(model, sharded_weights=False) is None
     batch = judge_batch(model.config.vocab_size, batch=4, length=33)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": torch.ones_like(batch["input_ids"])}
     head = model.get_output_embeddings()
@@ -118,7 +141,7 @@ def test_real_model_gradients_match_for_every_parameter():
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_blocker_allows_llama_with_lora_and_refuses_softcapping_and_adapted_heads():
+def test_blocker_allows_plain_heads_and_refuses_softcapping_and_adapted_heads():
     llama = tiny_llama()
     assert chunked_loss_blocker(llama, sharded_weights=False) is None
     assert "sharded" in chunked_loss_blocker(llama, sharded_weights=True)
@@ -126,13 +149,37 @@ def test_blocker_allows_llama_with_lora_and_refuses_softcapping_and_adapted_head
     assert chunked_loss_blocker(lora, sharded_weights=False) is None
     head_lora = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "lm_head"]))
     assert "not a plain nn.Linear" in chunked_loss_blocker(head_lora, sharded_weights=False)
-    gemma2 = Gemma2ForCausalLM(
-        Gemma2Config(
-            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=8, final_logit_softcapping=30.0,
-        )
-    )  # fmt: skip
-    assert "gemma2" in chunked_loss_blocker(gemma2, sharded_weights=False)
+    assert "softcaps its logits (final_logit_softcapping=30.0)" in chunked_loss_blocker(
+        tiny_gemma2(30.0), sharded_weights=False
+    )
+    assert chunked_loss_blocker(tiny_gemma2(None), sharded_weights=False) is None
+
+
+SOFTCAP_LINES = [
+    "if self.config.final_logit_softcapping is not None:",
+    "logits = logits / self.config.final_logit_softcapping",
+    "logits = torch.tanh(logits)",
+    "logits = logits * self.config.final_logit_softcapping",
+]
+
+
+def forward_after_lm_head(model_type: str) -> list[str]:
+    """The source lines of ``<model_type>ForCausalLM.forward`` from the decoder output to ``loss = None``."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    source = inspect.getsource(getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]).forward)
+    lines = [line.strip() for line in source.splitlines() if line.strip() and not line.strip().startswith("#")]
+    start = lines.index("hidden_states = outputs.last_hidden_state")
+    return lines[start + 1 : lines.index("loss = None", start)]
+
+
+@pytest.mark.parametrize("model_type", sorted(PLAIN_HEAD_MODEL_TYPES | SOFTCAP_IF_SET_MODEL_TYPES))
+def test_allow_listed_model_types_compute_logits_as_lm_head_of_the_decoder_output(model_type):
+    """Checked against the installed transformers: an upstream change to a listed model fails here."""
+    after = [line for line in forward_after_lm_head(model_type) if not line.startswith("slice_indices =")]
+    assert after[0] == "logits = self.lm_head(hidden_states[:, slice_indices, :])"
+    assert after[1:] == (SOFTCAP_LINES if model_type in SOFTCAP_IF_SET_MODEL_TYPES else [])
 
 
 class LogitWidthRecorder(TrainerCallback):

@@ -1,6 +1,7 @@
 """cotraft preprocessing through LLaMA-Factory's own get_dataset: every response form and bad-input case."""
 
 import json
+import re
 
 import pytest
 from llamafactory.data import get_template_and_fix_tokenizer
@@ -8,7 +9,7 @@ from llamafactory.extras.constants import IGNORE_INDEX
 from llamafactory.hparams import get_train_args
 from llamafactory.model import load_tokenizer
 
-from llamafactory_tract.data.preprocess import InvalidTrainingData
+from llamafactory_tract.data.validation import InvalidTrainingData
 from llamafactory_tract.train.cotraft.workflow import load_cotraft_dataset
 
 PROMPT = "###Task Description: grade the response.\n###Response to evaluate: Paris is in France."
@@ -20,7 +21,10 @@ JUDGE_ROWS = [
     {"instruction": PROMPT, "output": "Correct. [RESULT] 6"},  # 4 score out of range
     {"instruction": PROMPT, "output": "So the overall score is 3"},  # 5 empty CoT
     {"instruction": PROMPT, "output": "word " * 300 + "So the overall score is 2"},  # 6 response > cutoff
-    {"instruction": PROMPT + " filler" * 400, "output": "Long prompt. So the overall score is 1"},  # 7 truncated
+    {"instruction": PROMPT + " filler" * 60, "output": "Long prompt. So the overall score is 1"},  # 7 shortened
+    {"instruction": PROMPT + " filler" * 400, "output": "Longer prompt. So the overall score is 2"},  # 8 < min share
+    {"instruction": PROMPT, "output": "So the overall score is 2 at first. On reflection, So the overall score is 4"},
+    {"instruction": PROMPT, "output": "Feedback: [RESULT] 3 was a typo. [RESULT] 4"},  # 10 marker twice
 ]
 SCORE_COLUMN_ROWS = [{"question": PROMPT, "feedback": "Correct and well argued.", "grade": 3}]
 DATASET_INFO = {
@@ -54,12 +58,10 @@ def load(tiny_model_dirs, dataset_dir, **overrides):
         overwrite_cache=True,
         report_to="none",
     )
-    model_args, data_args, training_args, finetuning_args, _ = get_train_args({**config, **overrides})
+    model_args, data_args, training_args, _, _ = get_train_args({**config, **overrides})
     tokenizer_module = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
-    score_tokens, module = load_cotraft_dataset(
-        template, tokenizer_module, model_args, data_args, training_args, finetuning_args
-    )
+    score_tokens, module = load_cotraft_dataset(template, tokenizer_module, model_args, data_args, training_args)
     return tokenizer_module["tokenizer"], score_tokens, module["train_dataset"]
 
 
@@ -76,13 +78,61 @@ def test_valid_rows_are_kept_with_the_score_masked_and_located(tiny_model_dirs, 
         assert example["labels"][index - 1] != IGNORE_INDEX
         assert example["labels"][-1] != IGNORE_INDEX
     report = caplog.text
-    assert "5 of 9 training rows are invalid" in report
+    assert "8 of 12 training rows are invalid" in report
     assert "dataset 'judge' row 2: missing score" in report
     assert "dataset 'judge' row 3: unparsable score 'five'" in report
     assert "dataset 'judge' row 4: score '6' is not one of the configured score_values" in report
     assert "dataset 'judge' row 5: empty CoT" in report
     assert "dataset 'judge' row 6: response of" in report
     assert "1 training prompts were shortened in the middle to fit cutoff_len" in report
+
+
+def test_a_prompt_shortened_below_the_minimum_share_is_dropped(tiny_model_dirs, dataset_dir, caplog):
+    """Row 7 keeps more than half its prompt and trains; row 8 would keep a sliver and is dropped."""
+    _, _, dataset = load(tiny_model_dirs, dataset_dir)
+    assert 2.0 not in dataset["score_target"]
+    assert re.search(r"row 8: only \d+ of \d+ prompt tokens fit .*\(below cotraft_min_prompt_share=0.5\)", caplog.text)
+    _, _, dataset = load(tiny_model_dirs, dataset_dir, cotraft_min_prompt_share=0.0)
+    assert sorted(dataset["score_target"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    with pytest.raises(ValueError, match="cotraft_min_prompt_share` must be in \\[0, 1\\]"):
+        load(tiny_model_dirs, dataset_dir, cotraft_min_prompt_share=1.5)
+
+
+def test_a_cot_containing_the_delimiter_or_result_marker_is_dropped(tiny_model_dirs, dataset_dir, caplog):
+    """Inference ends a CoT at the first delimiter / [RESULT]: an earlier one would be trained as plain CoT."""
+    load(tiny_model_dirs, dataset_dir)
+    assert "row 9: 'So the overall score is' also appears inside the CoT" in caplog.text
+    assert "row 10: '[RESULT]' also appears inside the CoT" in caplog.text
+
+
+def test_a_missing_score_column_is_an_error_naming_dataset_and_column(tiny_model_dirs, dataset_dir):
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    info["judge_scored"]["columns"]["score"] = "grades"
+    (dataset_dir / "dataset_info.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="Dataset 'judge_scored.json'.*score column 'grades'.*not in the data"):
+        load(tiny_model_dirs, dataset_dir, dataset="judge_scored")
+
+
+def test_a_score_column_on_a_sharegpt_dataset_is_refused(tiny_model_dirs, dataset_dir):
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    info["judge_scored"]["formatting"] = "sharegpt"
+    (dataset_dir / "dataset_info.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="alpaca-format datasets only, this one is `formatting: sharegpt`"):
+        load(tiny_model_dirs, dataset_dir, dataset="judge_scored")
+
+
+# LLaMA-Factory 0.9.5 streams a local file as `num_shards=dataloader_num_workers` shards: 0 shards yield no rows.
+STREAMING = {"dataset": "judge", "streaming": True, "max_steps": 1, "dataloader_num_workers": 1}
+
+
+def test_streamed_rows_are_validated_the_same_way(tiny_model_dirs, dataset_dir, caplog):
+    _, _, dataset = load(tiny_model_dirs, dataset_dir, **STREAMING)
+    assert sorted(example["score_target"] for example in dataset) == [1.0, 4.0, 5.0]
+    for row in (2, 3, 4, 5, 6, 8, 9, 10):
+        assert f"Dropped invalid streamed training row, dataset 'judge' row {row}:" in caplog.text
+    _, _, dataset = load(tiny_model_dirs, dataset_dir, **STREAMING, cotraft_strict_data=True)
+    with pytest.raises(InvalidTrainingData, match=r"Invalid streamed training row, dataset 'judge' row \d+: "):
+        list(dataset)  # the stream is shuffled: whichever invalid row comes first stops it
 
 
 def test_strict_mode_turns_drops_into_an_error_naming_dataset_and_rows(tiny_model_dirs, dataset_dir):
@@ -93,7 +143,8 @@ def test_strict_mode_turns_drops_into_an_error_naming_dataset_and_rows(tiny_mode
 
 def test_without_cot_the_response_is_the_score_alone(tiny_model_dirs, dataset_dir):
     tokenizer, score_tokens, dataset = load(tiny_model_dirs, dataset_dir, cotraft_drop_cot=True, dataset="judge")
-    assert sorted(dataset["score_target"]) == [1.0, 2.0, 3.0, 4.0, 5.0]  # empty/long CoTs are fine without CoT
+    # Empty, long or delimiter-laden CoTs are fine without CoT (rows 5, 6, 9, 10); row 8's prompt is still too long.
+    assert sorted(dataset["score_target"]) == [1.0, 2.0, 3.0, 4.0, 4.0, 4.0, 5.0]
     for example in dataset:
         trained = [token for token in example["labels"] if token != IGNORE_INDEX]
         assert "overall score" not in tokenizer.decode(trained)

@@ -7,6 +7,7 @@ import yaml
 from llamafactory.hparams import get_train_args
 
 from llamafactory_tract.demo.run import DEMO_CONFIGS
+from llamafactory_tract.hparams.effective_batch import EffectiveBatchError, gradient_accumulation_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_RECIPES = sorted(
@@ -45,9 +46,19 @@ def test_paper_recipes_follow_appendix_a(name, tmp_path):
     assert finetuning_args.lora_target == ["all"]
     assert training_args.learning_rate == 1.0e-5 and training_args.num_train_epochs == 2.0
     assert training_args.lr_scheduler_type == "cosine" and training_args.warmup_ratio == 0.1
-    assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == 8
+    assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == 8  # 1 process
+    assert finetuning_args.cotraft_effective_batch_size == 8
     assert data_args.cutoff_len == 3000
     assert yaml.safe_load((REPO_ROOT / "yaml_configs" / name).read_text())["bf16"] is True
+
+
+def test_paper_recipes_keep_batch_8_on_any_device_count_that_divides_it(tmp_path):
+    _, _, training_args, finetuning_args, _ = parse(REPO_ROOT / "yaml_configs" / "tract_stage1.yaml", tmp_path)
+    per_device, effective = training_args.per_device_train_batch_size, finetuning_args.cotraft_effective_batch_size
+    for world_size in (1, 2, 4, 8):
+        assert per_device * gradient_accumulation_for(effective, per_device, world_size) * world_size == 8
+    with pytest.raises(EffectiveBatchError, match="cannot be split over 3 processes"):
+        gradient_accumulation_for(effective, per_device, 3)
 
 
 PIPELINE_ROWS = sorted((REPO_ROOT / "yaml_configs" / "table2" / "rows").glob("*.yaml"))

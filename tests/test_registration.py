@@ -4,17 +4,31 @@ import importlib
 import types
 
 import llamafactory_tract_patches as hook
-from llamafactory_tract_patches.llamafactory_0_9_5 import requested_stage
 
 
-def test_grafts_are_applied_on_import():
+def test_grafts_are_applied_on_import_and_parse_our_keys():
     for name in hook.GRAFTED_MODULES:
         assert getattr(importlib.import_module(name), "__tract_grafted__", False), name
     parser = importlib.import_module("llamafactory.hparams.parser")
-    *_, finetuning_args, _ = parser.get_train_args(
-        {"model_name_or_path": "m", "template": "empty", "stage": "cotraft", "output_dir": "unused", "raft_lambda": 2}
+    _, data_args, _, finetuning_args, _ = parser.get_train_args(
+        {
+            "model_name_or_path": "m",
+            "template": "empty",
+            "stage": "cotraft",
+            "output_dir": "unused",
+            "raft_lambda": 2,
+            "score_values": "1,2,3",
+        }
     )
-    assert type(finetuning_args).__name__ == "TractFinetuningArguments" and finetuning_args.raft_lambda == 2
+    assert finetuning_args.stage == "cotraft" and finetuning_args.raft_lambda == 2
+    assert data_args.score_format.values == ("1", "2", "3")
+
+
+def test_applying_a_graft_twice_wraps_once():
+    tuner = importlib.import_module("llamafactory.train.tuner")
+    wrapped = tuner.run_sft
+    hook.apply_graft(tuner)
+    assert tuner.run_sft is wrapped
 
 
 def test_unsupported_llamafactory_version_grafts_nothing_and_says_why(monkeypatch, capsys):
@@ -24,10 +38,3 @@ def test_unsupported_llamafactory_version_grafts_nothing_and_says_why(monkeypatc
     assert not getattr(module, "__tract_grafted__", False)
     message = capsys.readouterr().err
     assert "stage `cotraft` is NOT registered" in message and "found 0.9.5" in message
-
-
-def test_requested_stage_reads_yaml_dicts_and_cli_flags():
-    assert requested_stage({"stage": "cotraft"}) == "cotraft"
-    assert requested_stage(["--stage", "cotraft", "--do_train"]) == "cotraft"
-    assert requested_stage(["--stage=sft"]) == "sft"
-    assert requested_stage(["--do_train"]) is None

@@ -36,12 +36,24 @@ def test_split_response_rejects_bad_scores_with_a_reason(response, reason):
         FORMAT.split_response(response)
 
 
-def test_format_response_is_the_canonical_text():
-    assert FORMAT.format_response("Good.", "5") == "Good. So the overall score is 5"
-    assert FORMAT.format_response("Good.", "5", with_cot=False) == "5"
+@pytest.mark.parametrize("literal", FORMAT.values)
+def test_the_canonical_text_parses_back_to_its_cot_and_score(literal):
+    assert FORMAT.split_response(FORMAT.format_response("Good, 3 steps.", literal)) == ("Good, 3 steps.", literal)
 
 
-@pytest.mark.parametrize("values", [("1",), ("1", "one"), ("1", "1.0")])
-def test_invalid_score_value_configurations_fail_at_start(values):
-    with pytest.raises(ValueError):
+def test_the_score_after_the_last_delimiter_is_taken_and_earlier_ones_stay_in_the_cot():
+    response = "So the overall score is 2 at first. Then better. So the overall score is 4"
+    assert FORMAT.split_response(response) == ("So the overall score is 2 at first. Then better.", "4")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (("1",), "needs at least two values"),
+        (("1", "one", "two"), r"entries \['one', 'two'\] are not numbers"),
+        (("1", "2", "2.0"), "lists the same score twice: '2' and '2.0'"),
+    ],
+)
+def test_invalid_score_value_configurations_fail_at_start_naming_the_value(values, message):
+    with pytest.raises(ValueError, match=message):
         ScoreFormat(values=values)

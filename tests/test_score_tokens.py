@@ -1,4 +1,10 @@
-"""The score token is found from the text, for any tokenizer and template (DESIGN.md section 3)."""
+"""The score token is found from the text, for any tokenizer and template.
+
+The three tiny tokenizers cover the digit/space traps of real ones: SentencePiece ('▁is' '▁' '4'),
+Llama-3/tiktoken ('Ġis' 'Ġ' '4' after the chat template) and GPT-2 byte-level BPE ('Ġis' 'Ġ4').
+"""
+
+import re
 
 import pytest
 from llamafactory.data import get_template_and_fix_tokenizer
@@ -61,10 +67,18 @@ def test_gpt2_style_merges_the_space_into_the_score_token(tiny_model_dirs):
     assert tokenizer.convert_ids_to_tokens(list(score_tokens.token_ids)) == ["Ġ1", "Ġ2", "Ġ3", "Ġ4", "Ġ5"]
 
 
-def test_multi_token_score_value_is_a_configuration_error(tiny_model_dirs):
-    tokenizer, template = load(*tiny_model_dirs["sentencepiece"])  # digits are split one by one
-    with pytest.raises(ScoreTokenizationError, match="'10' is not a single token"):
-        resolve_score_tokens(template, tokenizer, ScoreFormat(values=("1", "5", "10")))
+@pytest.mark.parametrize(
+    ("family", "values", "blamed"),
+    [
+        ("sentencepiece", ("1", "5", "10"), "['10']"),  # digits are split one by one
+        ("sentencepiece", ("10", "1", "5"), "['10']"),  # first in the list: still the one blamed
+        ("tiktoken", ("1", "1.5", "2"), "['1.5']"),  # '1' '.' '5': three tokens
+    ],
+)
+def test_the_multi_token_score_value_is_the_one_named(tiny_model_dirs, family, values, blamed):
+    tokenizer, template = load(*tiny_model_dirs[family])
+    with pytest.raises(ScoreTokenizationError, match=rf"Score values {re.escape(blamed)} are not single tokens"):
+        resolve_score_tokens(template, tokenizer, ScoreFormat(values=values))
 
 
 def test_no_cot_responses_are_the_score_alone(tiny_model_dirs):

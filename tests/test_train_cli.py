@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from judge_data import sgd_full_finetune_config, write_judge_dataset
 from safetensors.torch import load_file
 
@@ -78,15 +79,31 @@ def test_cli_train_logs_both_loss_parts_plots_them_and_saves_the_adapter(tiny_mo
         assert (output_dir / plot).is_file(), plot
 
 
-def test_two_process_torchrun_registers_the_stage_in_the_children(tiny_model_dirs, tmp_path):
+def test_two_process_torchrun_registers_the_stage_and_keeps_the_effective_batch(tiny_model_dirs, tmp_path):
+    """The paper's effective batch 8 on 2 processes: 1 per device x 4 accumulation steps x 2."""
     result, output_dir = train_smoke_recipe(
         tiny_model_dirs,
         tmp_path,
         env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
         per_device_train_batch_size="1",
+        cotraft_effective_batch_size="8",
+        max_steps="2",
     )
-    assert "world size: 2" in result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert "world size: 2" in log
+    assert "Effective batch 8 = 1 per device x 4 accumulation steps x 2 processes." in log
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in log
     assert_loss_parts_logged(output_dir)
+
+
+def test_an_effective_batch_that_does_not_split_says_what_to_set(tiny_model_dirs, tmp_path):
+    from llamafactory.hparams import get_train_args
+
+    config = yaml.safe_load(SMOKE_RECIPE.read_text())
+    with pytest.raises(ValueError, match="set per_device_train_batch_size to a divisor of 8"):
+        get_train_args({**config, "per_device_train_batch_size": 3, "cotraft_effective_batch_size": 8})
+    with pytest.raises(ValueError, match="unset gradient_accumulation_steps, it is derived"):
+        get_train_args({**config, "gradient_accumulation_steps": 3})
 
 
 def test_sft_still_trains_beside_the_plugin(tiny_model_dirs, tmp_path):
@@ -98,7 +115,8 @@ def test_sft_still_trains_beside_the_plugin(tiny_model_dirs, tmp_path):
 
 def test_help_lists_the_tract_arguments():
     result = cli("train", "-h")
-    for flag in ("--raft_lambda", "--score_delimiter", "--score_values", "--cotraft_strict_data", "cotraft"):
+    flags = ("--raft_lambda", "--score_delimiter", "--score_values", "--cotraft_strict_data", "cotraft")
+    for flag in (*flags, "--cotraft_min_prompt_share", "--cotraft_effective_batch_size"):
         assert flag in result.stdout, flag
 
 

@@ -2,21 +2,25 @@
 
 Each row becomes ``input_ids``/``labels`` exactly as LLaMA-Factory's supervised processor would
 build them, except that the score token is masked out of the labels and its position and the
-target score are stored (``score_index``, ``score_target``). Rows that cannot be trained on
-correctly are not dropped silently: they are marked with a reason, counted and reported by
-``preprocess.py``.
+target score are stored (``score_index``, ``score_target``). Like LLaMA-Factory's processors it
+is built from ``(template, tokenizer, processor, data_args)``, with our keys in ``data_args``.
+Rows that cannot be trained on correctly are not dropped here: they keep a reason, and
+``validation.py`` reports and filters them (streaming datasets included).
 """
 
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from llamafactory.data.processor.processor_utils import DatasetProcessor
 from llamafactory.extras.constants import IGNORE_INDEX
 
 from llamafactory_tract.data.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
-from llamafactory_tract.data.score_format import InvalidJudgeResponse
-from llamafactory_tract.data.score_tokens import ScoreTokens, locate_score_token
+from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse
+from llamafactory_tract.data.score_tokens import ScoreTokens, locate_score_token, resolve_score_tokens
+
+if TYPE_CHECKING:
+    from llamafactory_tract.hparams.data_args import TractDataArguments
 
 INVALID_REASON_COLUMN = "tract_invalid_reason"
 TRUNCATED_COLUMN = "tract_prompt_truncated"
@@ -38,10 +42,28 @@ def truncate_prompt_middle(prompt_ids: list[int], max_length: int) -> list[int]:
     return prompt_ids[:head] + prompt_ids[len(prompt_ids) - (max_length - head) :]
 
 
+def check_single_cot_end(cot: str, delimiter: str) -> None:
+    """Reject a CoT that already contains the delimiter or ``[RESULT]``.
+
+    The score is the one after the last occurrence, but inference ends a sampled CoT at the first
+    one and reads the score there: training on the earlier occurrence (and the digit after it) as
+    ordinary CoT text would teach the judge to stop, and be scored, too early.
+    """
+    for marker in (delimiter, PROMETHEUS_RESULT_MARKER):
+        if marker in cot:
+            raise InvalidJudgeResponse(
+                f"{marker!r} also appears inside the CoT (inference ends a CoT at its first occurrence)"
+            )
+
+
 @dataclass
 class CoTRaftDatasetProcessor(DatasetProcessor):
-    score_tokens: ScoreTokens | None = None
-    score_in_ce: bool = False
+    data_args: "TractDataArguments"
+    score_tokens: ScoreTokens = field(init=False)
+
+    def __post_init__(self) -> None:
+        with_cot = not self.data_args.cotraft_drop_cot
+        self.score_tokens = resolve_score_tokens(self.template, self.tokenizer, self.data_args.score_format, with_cot)
 
     def encode_example(
         self, prompt: list[dict[str, str]], response: str, system: str | None, tools: str | None
@@ -50,8 +72,10 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
         score_format = self.score_tokens.score_format
         cot, literal = score_format.split_response(response)
         with_cot = self.score_tokens.with_cot
-        if with_cot and not cot.strip():
-            raise InvalidJudgeResponse("empty CoT")
+        if with_cot:
+            if not cot.strip():
+                raise InvalidJudgeResponse("empty CoT")
+            check_single_cot_end(cot, score_format.delimiter)
         text = score_format.format_response(cot, literal, with_cot)
         messages = prompt + [{"role": "assistant", "content": text}]
         prompt_ids, response_ids = self.template.encode_oneturn(self.tokenizer, messages, system, tools)
@@ -61,15 +85,10 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
         if self.template.efficient_eos:
             response_ids = response_ids + [self.tokenizer.eos_token_id]
 
-        cutoff = self.data_args.cutoff_len
-        if len(response_ids) >= cutoff:
-            raise InvalidJudgeResponse(
-                f"response of {len(response_ids)} tokens leaves no room for the prompt within cutoff_len={cutoff}"
-            )
-        kept_prompt = truncate_prompt_middle(prompt_ids, cutoff - len(response_ids))
+        kept_prompt = self._shortened_prompt(prompt_ids, len(response_ids))
         labels = [IGNORE_INDEX] * len(kept_prompt) + response_ids
         score_index = len(kept_prompt) + score_in_response
-        if not self.score_in_ce:
+        if not self.data_args.cotraft_score_in_ce:
             labels[score_index] = IGNORE_INDEX
         encoded = EncodedJudgeExample(
             input_ids=kept_prompt + response_ids,
@@ -78,6 +97,22 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
             prompt_truncated=len(kept_prompt) < len(prompt_ids),
         )
         return encoded, float(literal)
+
+    def _shortened_prompt(self, prompt_ids: list[int], response_length: int) -> list[int]:
+        """The prompt shortened in the middle to fit ``cutoff_len``, if enough of it survives."""
+        cutoff = self.data_args.cutoff_len
+        if response_length >= cutoff:
+            raise InvalidJudgeResponse(
+                f"response of {response_length} tokens leaves no room for the prompt within cutoff_len={cutoff}"
+            )
+        kept = truncate_prompt_middle(prompt_ids, cutoff - response_length)
+        min_share = self.data_args.cotraft_min_prompt_share
+        if len(kept) < min_share * len(prompt_ids):
+            raise InvalidJudgeResponse(
+                f"only {len(kept)} of {len(prompt_ids)} prompt tokens fit beside a {response_length}-token response "
+                f"within cutoff_len={cutoff} (below cotraft_min_prompt_share={min_share})"
+            )
+        return kept
 
     def preprocess_dataset(self, examples: dict[str, list[Any]]) -> dict[str, list]:
         model_inputs = defaultdict(list)
@@ -111,11 +146,17 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
         return model_inputs
 
     def print_data_example(self, example: dict[str, Any]) -> None:
+        if example.get(INVALID_REASON_COLUMN):
+            print(
+                f"(dataset '{example[ORIGIN_DATASET_COLUMN]}' row {example[ORIGIN_ROW_COLUMN]} is invalid and will "
+                f"be dropped: {example[INVALID_REASON_COLUMN]})"
+            )
+            return
         valid_labels = [token for token in example["labels"] if token != IGNORE_INDEX]
         score_index = example["score_index"]
         print("input_ids:\n{}".format(example["input_ids"]))
         print("inputs:\n{}".format(self.tokenizer.decode(example["input_ids"], skip_special_tokens=False)))
-        print("label_ids (score token masked):\n{}".format(example["labels"]))
+        print("label_ids:\n{}".format(example["labels"]))
         print(f"labels:\n{self.tokenizer.decode(valid_labels, skip_special_tokens=False)}")
         score_token = self.tokenizer.convert_ids_to_tokens(example["input_ids"][score_index])
         print(f"score token: {score_token!r} at position {score_index}, target {example['score_target']}")

@@ -1,13 +1,16 @@
 """Remember where each training row came from, so bad rows are reported as ``dataset:row``.
 
 LLaMA-Factory merges, shuffles and splits datasets before tokenisation; the original row
-number is recorded right after loading so reports point at the row in the user's file.
+number is recorded right after loading so reports point at the row in the user's file (for a
+streaming dataset: its position in the stream).
 """
 
 from typing import TYPE_CHECKING, Any, Union
 
+from datasets import Dataset
+
 if TYPE_CHECKING:
-    from datasets import Dataset, IterableDataset
+    from datasets import IterableDataset
 
 ORIGIN_DATASET_COLUMN = "tract_dataset"
 ORIGIN_ROW_COLUMN = "tract_row"
@@ -17,4 +20,5 @@ def tag_row_origin(dataset: Union["Dataset", "IterableDataset"], name: str) -> U
     def tag(example: dict[str, Any], index: int) -> dict[str, Any]:
         return {ORIGIN_DATASET_COLUMN: name, ORIGIN_ROW_COLUMN: index}
 
-    return dataset.map(tag, with_indices=True, desc=f"Recording row numbers of {name}")
+    progress = {"desc": f"Recording row numbers of {name}"} if isinstance(dataset, Dataset) else {}
+    return dataset.map(tag, with_indices=True, **progress)

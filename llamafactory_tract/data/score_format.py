@@ -30,11 +30,14 @@ class ScoreFormat:
             raise ValueError("`score_delimiter` must be a non-empty string.")
         if len(self.values) < 2:
             raise ValueError(f"`score_values` needs at least two values, got {list(self.values)}.")
-        numeric = [_as_number(value) for value in self.values]
-        if any(number is None for number in numeric):
-            raise ValueError(f"Every entry of `score_values` must be a number, got {list(self.values)}.")
-        if len(set(numeric)) != len(numeric):
-            raise ValueError(f"`score_values` contains duplicates: {list(self.values)}.")
+        not_numbers = [value for value in self.values if _as_number(value) is None]
+        if not_numbers:
+            raise ValueError(f"`score_values` entries {not_numbers} are not numbers (in {list(self.values)}).")
+        seen: dict[float, str] = {}
+        for value in self.values:
+            if (number := _as_number(value)) in seen:
+                raise ValueError(f"`score_values` lists the same score twice: {seen[number]!r} and {value!r}.")
+            seen[number] = value
 
     @property
     def numeric_values(self) -> list[float]:
@@ -58,7 +61,11 @@ class ScoreFormat:
         return f"{cot} {self.delimiter} {score_literal}"
 
     def split_response(self, response: str) -> tuple[str, str]:
-        """Return (CoT, canonical score literal) for any supported response shape."""
+        """Return (CoT, canonical score literal) for any supported response shape.
+
+        The score is the one after the last ``[RESULT]``, else after the delimiter that ends the text;
+        any earlier occurrence stays in the returned CoT (the training processor rejects such rows).
+        """
         text = response.strip()
         explicit_score = None
         if PROMETHEUS_RESULT_MARKER in text:

@@ -60,6 +60,17 @@ def single_difference(first: list[int], second: list[int]) -> int | None:
     return differing[0] if len(differing) == 1 else None
 
 
+def _score_position(literal: str, encodings: dict[str, list[int]]) -> int | None:
+    """Where ``literal``'s encoding differs from another literal's at exactly one position, if anywhere.
+
+    Pairing each literal with every other one blames the literal at fault ('1.5' in ``1,1.5,2``), not its probe.
+    """
+    for other, other_ids in encodings.items():
+        if other != literal and (index := single_difference(encodings[literal], other_ids)) is not None:
+            return index
+    return None
+
+
 def resolve_score_tokens(
     template: "Template", tokenizer: "PreTrainedTokenizer", score_format: ScoreFormat, with_cot: bool = True
 ) -> ScoreTokens:
@@ -69,17 +80,15 @@ def resolve_score_tokens(
         literal: encode_response(template, tokenizer, score_format.format_response(_PROBE_COT, literal, with_cot))
         for literal in values
     }
-    token_ids = []
-    for literal in values:
-        probe = values[1] if literal == values[0] else values[0]
-        index = single_difference(encodings[literal], encodings[probe])
-        if index is None:
-            pieces = tokenizer.convert_ids_to_tokens(encodings[literal])[-8:]
-            raise ScoreTokenizationError(
-                f"Score value {literal!r} is not a single token after {score_format.delimiter!r} with this "
-                f"tokenizer/template (response tail tokens: {pieces}). Choose `score_values` that are single tokens."
-            )
-        token_ids.append(encodings[literal][index])
+    positions = {literal: _score_position(literal, encodings) for literal in values}
+    not_single = [literal for literal, index in positions.items() if index is None]
+    if not_single:
+        tails = {literal: tokenizer.convert_ids_to_tokens(encodings[literal])[-8:] for literal in not_single}
+        raise ScoreTokenizationError(
+            f"Score values {not_single} are not single tokens after {score_format.delimiter!r} with this "
+            f"tokenizer/template (response tail tokens: {tails}). Choose `score_values` that are single tokens."
+        )
+    token_ids = [encodings[literal][positions[literal]] for literal in values]
     if len(set(token_ids)) != len(token_ids):
         raise ScoreTokenizationError(f"Score values {list(values)} map to non-distinct token ids {token_ids}.")
     return ScoreTokens(score_format=score_format, token_ids=tuple(token_ids), with_cot=with_cot)

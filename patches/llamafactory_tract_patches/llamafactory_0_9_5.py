@@ -1,8 +1,9 @@
 """Everything llamafactory-tract grafts onto LLaMA-Factory 0.9.5, one function per module.
 
-Each graft wraps a module attribute and defers to the original for every other stage, so
-``pt``/``sft``/``rm``/``ppo``/``dpo``/``kto`` behave exactly as before. LLaMA-Factory is only
-imported inside the functions: this module is loaded at interpreter start-up.
+Each graft wraps a module attribute and defers to the original: other stages behave exactly as
+before, and ``stage: cotraft`` runs through LLaMA-Factory's own code (argument checks, callbacks,
+profilers, dataset loading, caching, Ray and process-group teardown) except where it must differ.
+LLaMA-Factory is only imported inside the functions: this module is loaded at interpreter start-up.
 """
 
 from functools import wraps
@@ -11,23 +12,45 @@ from typing import Any
 
 COTRAFT_STAGE = "cotraft"
 SCORE_COLUMN = "score"
+# LLaMA-Factory 0.9.5's `_training_function` dispatches on literal stage names; `cotraft` rides the
+# `sft` branch (`run_sft`, wrapped below) and gets its name back before anything else reads it.
+DISPATCH_STAGE = "sft"
+DISPATCHED_AS = "_tract_dispatched_stage"
+
+
+def _with_override(args: dict[str, Any] | list[str], key: str, value: Any) -> dict[str, Any] | list[str]:
+    """``args`` (a YAML dict or CLI flags, as ``read_args`` returns them) with one more key set."""
+    if isinstance(args, dict):
+        return {**args, key: value}
+    return [*args, f"--{key}", str(value)]
 
 
 def graft_parser(parser: ModuleType) -> None:
-    """Parse ``stage: cotraft`` and our keys (and list them in ``-h``) via a FinetuningArguments subclass.
+    """Parse ``stage: cotraft`` and our keys (listed in ``-h``) via subclasses of Data/FinetuningArguments.
 
-    The subclass is swapped in when arguments are first parsed, not at import: our hparams module
-    imports LLaMA-Factory, which may be what is importing this parser right now.
+    The subclasses are swapped in when arguments are first parsed, not at import: our hparams
+    module imports LLaMA-Factory, which may be what is importing this parser right now. With
+    ``cotraft_effective_batch_size`` the arguments are parsed again with the derived
+    ``gradient_accumulation_steps``, so everything computed from it (DeepSpeed's batch) agrees.
     """
     original = parser._parse_train_args
 
     @wraps(original)
     def _parse_train_args(args=None):
-        from llamafactory_tract.hparams.finetuning_args import TractFinetuningArguments
+        from llamafactory_tract.hparams import TractDataArguments, TractFinetuningArguments
+        from llamafactory_tract.hparams.effective_batch import derived_gradient_accumulation
 
-        if TractFinetuningArguments not in parser._TRAIN_ARGS:
-            parser._TRAIN_ARGS[parser._TRAIN_ARGS.index(parser.FinetuningArguments)] = TractFinetuningArguments
-        return original(args)
+        swaps = {parser.DataArguments: TractDataArguments, parser.FinetuningArguments: TractFinetuningArguments}
+        for base, ours in swaps.items():
+            if ours not in parser._TRAIN_ARGS:
+                parser._TRAIN_ARGS[parser._TRAIN_ARGS.index(base)] = ours
+        args = parser.read_args(args)
+        parsed = original(args)
+        _, _, training_args, finetuning_args, _ = parsed
+        steps = derived_gradient_accumulation(training_args, finetuning_args)
+        if steps is None or steps == training_args.gradient_accumulation_steps:
+            return parsed
+        return original(_with_override(args, "gradient_accumulation_steps", steps))
 
     parser._parse_train_args = _parse_train_args
 
@@ -42,6 +65,11 @@ def graft_dataset_attr(data_parser: ModuleType) -> None:
     def join(self, attr: dict[str, Any]) -> None:
         original_join(self, attr)
         self.score = attr.get("columns", {}).get(SCORE_COLUMN)
+        if self.score and self.formatting != "alpaca":
+            raise ValueError(
+                f"Dataset '{self.dataset_name}': `columns.{SCORE_COLUMN}` is supported for alpaca-format datasets "
+                f"only, this one is `formatting: {self.formatting}`."
+            )
 
     dataset_attr.join = join
 
@@ -55,8 +83,15 @@ def graft_converter(converter: ModuleType) -> None:
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         output = original_call(self, example)
         score_column = getattr(self.dataset_attr, SCORE_COLUMN, None)
-        score = example.get(score_column) if score_column else None
-        if score_column and len(output["_response"]) == 1 and score is not None and str(score).strip():
+        if not score_column:
+            return output
+        if score_column not in example:
+            raise ValueError(
+                f"Dataset '{self.dataset_attr}': its dataset_info.json entry names the score column "
+                f"'{score_column}' (`columns.{SCORE_COLUMN}`), which is not in the data; columns: {sorted(example)}."
+            )
+        score = example[score_column]
+        if len(output["_response"]) == 1 and score is not None and str(score).strip():
             response = output["_response"][0]
             output["_response"] = [{**response, "content": f"{response['content']} [RESULT] {score}"}]
         return output
@@ -65,7 +100,7 @@ def graft_converter(converter: ModuleType) -> None:
 
 
 def graft_loader(loader: ModuleType) -> None:
-    """For ``stage == 'cotraft'``: tag rows with their origin, and preprocess with the validating processor."""
+    """For ``stage == 'cotraft'``: tag rows with their origin, pick our processor, filter invalid rows."""
     original_merge = loader._get_merged_dataset
 
     @wraps(original_merge)
@@ -81,76 +116,66 @@ def graft_loader(loader: ModuleType) -> None:
         return loader.merge_dataset(list(datasets.values()), data_args, seed=training_args.seed)
 
     loader._get_merged_dataset = _get_merged_dataset
-    original = loader._get_preprocessed_dataset
+    original_processor = loader._get_dataset_processor
 
-    @wraps(original)
+    @wraps(original_processor)
+    def _get_dataset_processor(data_args, stage, template, tokenizer, processor, do_generate=False):
+        if stage != COTRAFT_STAGE:
+            return original_processor(data_args, stage, template, tokenizer, processor, do_generate)
+        from llamafactory_tract.data.processor import CoTRaftDatasetProcessor
+
+        return CoTRaftDatasetProcessor(
+            template=template, tokenizer=tokenizer, processor=processor, data_args=data_args
+        )
+
+    loader._get_dataset_processor = _get_dataset_processor
+    original_preprocess = loader._get_preprocessed_dataset
+
+    @wraps(original_preprocess)
     def _get_preprocessed_dataset(
         dataset, data_args, training_args, stage, template, tokenizer, processor=None, is_eval=False
     ):
-        if stage != COTRAFT_STAGE:
-            return original(dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval)
-        if dataset is None:
-            return None
-        from llamafactory_tract.data.preprocess import preprocess_cotraft_dataset
-        from llamafactory_tract.data.preprocess_context import active_cotraft_preprocessing
-
-        active = active_cotraft_preprocessing()
-        return preprocess_cotraft_dataset(
-            dataset,
-            data_args,
-            training_args,
-            template,
-            tokenizer,
-            processor,
-            score_tokens=active.score_tokens,
-            strict=active.strict,
-            score_in_ce=active.score_in_ce,
-            is_eval=is_eval,
+        dataset = original_preprocess(
+            dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval
         )
+        if stage != COTRAFT_STAGE or dataset is None:
+            return dataset
+        from llamafactory_tract.data.validation import drop_invalid_rows
+
+        return drop_invalid_rows(dataset, data_args, is_eval)
 
     loader._get_preprocessed_dataset = _get_preprocessed_dataset
 
 
-def requested_stage(args: dict[str, Any] | list[str]) -> str | None:
-    """The ``stage`` a train command asks for, from a YAML/dict config or ``--stage`` CLI flags."""
-    if isinstance(args, dict):
-        return args.get("stage")
-    for index, arg in enumerate(args):
-        if arg.startswith("--stage="):
-            return arg.split("=", 1)[1]
-        if arg == "--stage" and index + 1 < len(args):
-            return args[index + 1]
-    return None
-
-
 def graft_tuner(tuner: ModuleType) -> None:
-    """Dispatch ``stage: cotraft`` to ``run_cotraft`` with the callbacks LLaMA-Factory gives every stage."""
-    original = tuner._training_function
+    """Run ``stage: cotraft`` inside LLaMA-Factory's own ``_training_function``: only the stage call differs.
 
-    @wraps(original)
-    def _training_function(config: dict[str, Any]) -> None:
-        if requested_stage(tuner.read_args(config.get("args"))) != COTRAFT_STAGE:
-            return original(config)
-        from llamafactory_tract.train.cotraft.callbacks import TractLogCallback
+    Its callbacks (profilers, early stopping, SwanLab, reporter), Ray handling and process-group
+    teardown are LLaMA-Factory's, so changes there reach our stage without edits here.
+    """
+    original_get_train_args = tuner.get_train_args
+    original_run_sft = tuner.run_sft
+
+    @wraps(original_get_train_args)
+    def get_train_args(args=None):
+        parsed = original_get_train_args(args)
+        finetuning_args = parsed[3]
+        if finetuning_args.stage == COTRAFT_STAGE:
+            setattr(finetuning_args, DISPATCHED_AS, COTRAFT_STAGE)
+            finetuning_args.stage = DISPATCH_STAGE
+        return parsed
+
+    @wraps(original_run_sft)
+    def run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None):
+        if getattr(finetuning_args, DISPATCHED_AS, None) != COTRAFT_STAGE:
+            return original_run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
         from llamafactory_tract.train.cotraft.workflow import run_cotraft
 
-        model_args, data_args, training_args, finetuning_args, generating_args = tuner.get_train_args(
-            config.get("args")
-        )
-        callbacks = config.get("callbacks")
-        callbacks.append(TractLogCallback())
-        if finetuning_args.pissa_convert:
-            callbacks.append(tuner.PissaConvertCallback())
-        if finetuning_args.use_swanlab:
-            callbacks.append(tuner.get_swanlab_callback(finetuning_args))
-        if finetuning_args.early_stopping_steps is not None:
-            callbacks.append(tuner.EarlyStoppingCallback(early_stopping_patience=finetuning_args.early_stopping_steps))
-        callbacks.append(tuner.ReporterCallback(model_args, data_args, finetuning_args, generating_args))
-        run_cotraft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
-        if tuner.dist.is_initialized():
-            tuner.dist.destroy_process_group()
+        finetuning_args.stage = COTRAFT_STAGE
+        return run_cotraft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
 
-    tuner._training_function = _training_function
+    tuner.get_train_args = get_train_args
+    tuner.run_sft = run_sft
 
 
 GRAFTS = {

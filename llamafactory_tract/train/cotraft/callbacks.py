@@ -1,5 +1,8 @@
 """LLaMA-Factory's ``LogCallback``, extended so ``trainer_log.jsonl`` also carries the CoT-RAFT loss parts.
 
+The instance LLaMA-Factory's ``_training_function`` created is adopted rather than replaced, so
+whatever it set up (the web UI's abort signal and log handler) stays bound to the one callback.
+
 ``LogCallback`` writes a fixed set of keys (loss, lr, ...) from a worker thread; we remember our
 extra keys per (step, train/eval) entry in ``on_log`` and merge them when that entry is written.
 """
@@ -26,9 +29,14 @@ def extra_log_values(logs: dict[str, Any]) -> dict[str, Any]:
 
 
 class TractLogCallback(LogCallback):
-    def __init__(self) -> None:
-        super().__init__()
-        self._pending_extras: dict[tuple[int, str], dict[str, Any]] = {}
+    _pending_extras: dict[tuple[int, str], dict[str, Any]]
+
+    @classmethod
+    def adopt(cls, callback: LogCallback) -> "TractLogCallback":
+        """Extend the ``LogCallback`` instance LLaMA-Factory built, keeping its state (and web-UI handlers)."""
+        callback.__class__ = cls
+        callback._pending_extras = {}
+        return callback
 
     @override
     def on_log(self, args, state, control, **kwargs):

@@ -1,10 +1,14 @@
 """Final hidden states and the LM head of a causal LM, for the chunked loss (no full logits).
 
 The chunked loss recomputes ``logits = lm_head(hidden)`` itself, so it is exact only for models
-whose logits are exactly that: an allow-list of model types whose ``ForCausalLM.forward`` is
-``self.lm_head(hidden_states[:, slice_indices, :])`` (checked against transformers 5.6) and a
-plain ``nn.Linear`` head. Softcapped or scaled logits (Gemma 2/3, Cohere, Granite), adapters on
-the head, vision-language wrappers and sharded weights (ZeRO-3, FSDP) fall back to full logits.
+whose logits are exactly that: model types whose ``ForCausalLM.forward`` computes
+``self.lm_head(hidden_states[:, slice_indices, :])`` from the decoder's ``last_hidden_state`` and
+returns it unchanged (checked against the installed transformers by ``tests/test_chunked_loss.py``),
+or only softcaps it when ``final_logit_softcapping`` is set (Gemma 2/3 text: released Gemma 2
+configs set it, Gemma 3 text leaves it None), with a plain ``nn.Linear`` head. Everything else falls
+back to full logits: softcapping in use, scaled logits (Cohere, Granite), vision-language wrappers
+(e.g. ``gemma3``, the multimodal Gemma 3), adapters on the head, unlisted types and sharded weights
+(ZeRO-3, FSDP).
 """
 
 from typing import Any
@@ -13,8 +17,13 @@ import torch
 from torch import nn
 
 PLAIN_HEAD_MODEL_TYPES = frozenset(
-    {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "olmo2", "gemma"}
-)
+    {
+        "llama", "mistral", "ministral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi", "phi3",
+        "phimoe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "glm", "glm4", "deepseek_v2", "deepseek_v3",
+        "starcoder2", "stablelm", "smollm3", "gpt_oss", "ernie4_5", "ernie4_5_moe", "seed_oss",
+    }
+)  # fmt: skip
+SOFTCAP_IF_SET_MODEL_TYPES = frozenset({"gemma2", "gemma3_text"})
 
 
 def base_causal_lm(model: nn.Module) -> nn.Module:
@@ -26,7 +35,11 @@ def chunked_loss_blocker(model: nn.Module, sharded_weights: bool) -> str | None:
     """Why the chunked loss would not reproduce this model's logits, or None when it is safe."""
     causal_lm = base_causal_lm(model)
     model_type = getattr(getattr(causal_lm, "config", None), "model_type", None)
-    if model_type not in PLAIN_HEAD_MODEL_TYPES:
+    if model_type in SOFTCAP_IF_SET_MODEL_TYPES:
+        softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+        if softcap is not None:
+            return f"model type {model_type!r} softcaps its logits (final_logit_softcapping={softcap})"
+    elif model_type not in PLAIN_HEAD_MODEL_TYPES:
         return f"model type {model_type!r} is not known to compute logits as a plain lm_head(hidden_states)"
     if sharded_weights:
         return "the LM head weight is sharded (DeepSpeed ZeRO-3 / FSDP) outside the model's forward"

@@ -6,12 +6,13 @@ from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
 from llamafactory.extras.constants import IGNORE_INDEX
 from llamafactory.extras.ploting import plot_loss
 from llamafactory.model import load_model, load_tokenizer
+from llamafactory.train.callbacks import LogCallback
 from llamafactory.train.trainer_utils import create_modelcard_and_push
 
-from llamafactory_tract.data.preprocess_context import cotraft_preprocessing
 from llamafactory_tract.data.score_tokens import ScoreTokens, resolve_score_tokens
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.hparams.finetuning_args import COTRAFT_STAGE
+from llamafactory_tract.train.cotraft.callbacks import TractLogCallback
 from llamafactory_tract.train.cotraft.collator import CoTRaftDataCollator
 from llamafactory_tract.train.cotraft.trainer import LOSS_PART_KEYS, CoTRaftTrainer, compute_score_metrics
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from llamafactory.model.loader import TokenizerModule
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
 
+    from llamafactory_tract.hparams.data_args import TractDataArguments
     from llamafactory_tract.hparams.finetuning_args import TractFinetuningArguments
 
 logger = get_logger(__name__)
@@ -41,14 +43,16 @@ def load_cotraft_dataset(
     template: "Template",
     tokenizer_module: "TokenizerModule",
     model_args: "ModelArguments",
-    data_args: "DataArguments",
+    data_args: "TractDataArguments",
     training_args: "Seq2SeqTrainingArguments",
-    finetuning_args: "TractFinetuningArguments",
 ) -> tuple[ScoreTokens, "DatasetModule"]:
-    """Resolve the score tokens (a configuration error surfaces here, before the model loads), then tokenise."""
+    """Resolve the score tokens (a configuration error surfaces here, before the model loads), then tokenise.
+
+    LLaMA-Factory's ``get_dataset`` builds the ``cotraft`` processor from ``data_args`` (see ``patches/``).
+    """
     tokenizer = tokenizer_module["tokenizer"]
     score_tokens = resolve_score_tokens(
-        template, tokenizer, finetuning_args.score_format, with_cot=not finetuning_args.cotraft_drop_cot
+        template, tokenizer, data_args.score_format, with_cot=not data_args.cotraft_drop_cot
     )
     token_pieces = dict(
         zip(
@@ -57,32 +61,36 @@ def load_cotraft_dataset(
             strict=True,
         )
     )
-    logger.info_rank0(
-        f"CoT-RAFT: delimiter {finetuning_args.score_delimiter!r}, score tokens {token_pieces}, "
-        f"raft_lambda={finetuning_args.raft_lambda}"
+    logger.info_rank0(f"CoT-RAFT: delimiter {data_args.score_delimiter!r}, score tokens {token_pieces}")
+    dataset_module = get_dataset(
+        template, model_args, data_args, training_args, stage=COTRAFT_STAGE, **tokenizer_module
     )
-    with cotraft_preprocessing(
-        score_tokens, strict=finetuning_args.cotraft_strict_data, score_in_ce=finetuning_args.cotraft_score_in_ce
-    ):
-        dataset_module = get_dataset(
-            template, model_args, data_args, training_args, stage=COTRAFT_STAGE, **tokenizer_module
-        )
     return score_tokens, dataset_module
+
+
+def adopt_log_callbacks(callbacks: list["TrainerCallback"] | None) -> list["TrainerCallback"]:
+    """The callbacks LLaMA-Factory gave the stage, its ``LogCallback`` extended to log our loss parts."""
+    callbacks = list(callbacks or [])
+    for callback in callbacks:
+        if type(callback) is LogCallback:
+            TractLogCallback.adopt(callback)
+    return callbacks
 
 
 def run_cotraft(
     model_args: "ModelArguments",
-    data_args: "DataArguments",
+    data_args: "TractDataArguments",
     training_args: "Seq2SeqTrainingArguments",
     finetuning_args: "TractFinetuningArguments",
     generating_args: "GeneratingArguments",
     callbacks: list["TrainerCallback"] | None = None,
 ) -> None:
     check_cotraft_arguments(data_args, training_args)
+    logger.info_rank0(f"CoT-RAFT: raft_lambda={finetuning_args.raft_lambda}")
     tokenizer_module = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     score_tokens, dataset_module = load_cotraft_dataset(
-        template, tokenizer_module, model_args, data_args, training_args, finetuning_args
+        template, tokenizer_module, model_args, data_args, training_args
     )
     tokenizer = tokenizer_module["tokenizer"]
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
@@ -102,7 +110,7 @@ def run_cotraft(
         args=training_args,
         finetuning_args=finetuning_args,
         data_collator=data_collator,
-        callbacks=callbacks,
+        callbacks=adopt_log_callbacks(callbacks),
         score_tokens=score_tokens,
         raft_lambda=finetuning_args.raft_lambda,
         compute_metrics=compute_score_metrics,

@@ -1,0 +1,59 @@
+"""The TRACT data keys, as an extension of LLaMA-Factory's ``DataArguments``.
+
+They shape how a judge row becomes ``input_ids``/``labels`` (like ``cutoff_len`` or
+``train_on_prompt``), so they live where LLaMA-Factory's processors read their options: the
+``cotraft`` processor is built from ``(template, tokenizer, processor, data_args)`` like any other.
+"""
+
+from dataclasses import dataclass, field
+
+from llamafactory.hparams.data_args import DataArguments
+
+from llamafactory_tract.data.score_format import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES, ScoreFormat
+
+DEFAULT_MIN_PROMPT_SHARE = 0.5
+
+
+@dataclass
+class TractDataArguments(DataArguments):
+    score_delimiter: str = field(
+        default=DEFAULT_DELIMITER,
+        metadata={"help": "[cotraft] Text that ends every CoT and precedes the score token."},
+    )
+    score_values: str = field(
+        default=",".join(DEFAULT_SCORE_VALUES),
+        metadata={"help": "[cotraft] Comma-separated score values; each must be a single token after the delimiter."},
+    )
+    cotraft_drop_cot: bool = field(
+        default=False,
+        metadata={"help": "[cotraft] Train on the score alone, without CoT (RAFT, paper Table 2 row B.4)."},
+    )
+    cotraft_strict_data: bool = field(
+        default=False,
+        metadata={"help": "[cotraft] Stop with the list of invalid rows instead of dropping and reporting them."},
+    )
+    cotraft_score_in_ce: bool = field(
+        default=False,
+        metadata={
+            "help": "[cotraft] Also train the score token with CE (standard fine-tuning; with raft_lambda: 0 this is "
+            "the CE baseline of paper Table 2 rows B.1, B.2, A.2, A.3). Off: the score enters only via RAFT."
+        },
+    )
+    cotraft_min_prompt_share: float = field(
+        default=DEFAULT_MIN_PROMPT_SHARE,
+        metadata={
+            "help": "[cotraft] A prompt longer than cutoff_len minus the response is shortened in the middle; a row "
+            "whose kept share of prompt tokens would fall below this is dropped and reported instead (0: never drop)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.cotraft_min_prompt_share <= 1.0:
+            raise ValueError(f"`cotraft_min_prompt_share` must be in [0, 1], got {self.cotraft_min_prompt_share}.")
+        _ = self.score_format  # validates delimiter and values at parse time
+
+    @property
+    def score_format(self) -> ScoreFormat:
+        values = self.score_values if isinstance(self.score_values, (list, tuple)) else self.score_values.split(",")
+        return ScoreFormat(delimiter=self.score_delimiter, values=tuple(str(value).strip() for value in values))
