@@ -6,6 +6,8 @@ profilers, dataset loading, caching, Ray and process-group teardown) except wher
 LLaMA-Factory is only imported inside the functions: this module is loaded at interpreter start-up.
 """
 
+import json
+from collections.abc import Callable
 from functools import wraps
 from types import ModuleType
 from typing import Any
@@ -25,25 +27,33 @@ def _with_override(args: dict[str, Any] | list[str], key: str, value: Any) -> di
     return [*args, f"--{key}", str(value)]
 
 
+def _use_tract_arguments(parser: ModuleType) -> None:
+    """Put our Data/FinetuningArguments subclasses into the train, inference (chat, API, export) and eval parsers."""
+    from llamafactory_tract.hparams import TractDataArguments, TractFinetuningArguments
+
+    swaps = {parser.DataArguments: TractDataArguments, parser.FinetuningArguments: TractFinetuningArguments}
+    for classes in (parser._TRAIN_ARGS, parser._INFER_ARGS, parser._EVAL_ARGS):
+        for base, ours in swaps.items():
+            if ours not in classes:
+                classes[classes.index(base)] = ours
+
+
 def graft_parser(parser: ModuleType) -> None:
     """Parse ``stage: cotraft`` and our keys (listed in ``-h``) via subclasses of Data/FinetuningArguments.
 
     The subclasses are swapped in when arguments are first parsed, not at import: our hparams
-    module imports LLaMA-Factory, which may be what is importing this parser right now. With
-    ``cotraft_effective_batch_size`` the arguments are parsed again with the derived
-    ``gradient_accumulation_steps``, so everything computed from it (DeepSpeed's batch) agrees.
+    module imports LLaMA-Factory, which may be what is importing this parser right now. The
+    inference parser gets them too, so ``llamafactory-cli export``/``chat`` read a cotraft run's
+    YAML. With ``cotraft_effective_batch_size`` the training arguments are parsed again with the
+    derived ``gradient_accumulation_steps``, so everything computed from it (DeepSpeed's batch) agrees.
     """
     original = parser._parse_train_args
 
     @wraps(original)
     def _parse_train_args(args=None):
-        from llamafactory_tract.hparams import TractDataArguments, TractFinetuningArguments
         from llamafactory_tract.hparams.effective_batch import derived_gradient_accumulation
 
-        swaps = {parser.DataArguments: TractDataArguments, parser.FinetuningArguments: TractFinetuningArguments}
-        for base, ours in swaps.items():
-            if ours not in parser._TRAIN_ARGS:
-                parser._TRAIN_ARGS[parser._TRAIN_ARGS.index(base)] = ours
+        _use_tract_arguments(parser)
         args = parser.read_args(args)
         parsed = original(args)
         _, _, training_args, finetuning_args, _ = parsed
@@ -53,6 +63,17 @@ def graft_parser(parser: ModuleType) -> None:
         return original(_with_override(args, "gradient_accumulation_steps", steps))
 
     parser._parse_train_args = _parse_train_args
+    for name in ("_parse_infer_args", "_parse_eval_args"):
+        setattr(parser, name, _after_tract_arguments(parser, getattr(parser, name)))
+
+
+def _after_tract_arguments(parser: ModuleType, original: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(original)
+    def parse(args=None):
+        _use_tract_arguments(parser)
+        return original(args)
+
+    return parse
 
 
 def graft_dataset_attr(data_parser: ModuleType) -> None:
@@ -178,10 +199,96 @@ def graft_tuner(tuner: ModuleType) -> None:
     tuner.run_sft = run_sft
 
 
+def graft_board_train_tab(train_tab: ModuleType) -> None:
+    """LlamaBoard's train tab: CoT-RAFT in the stage choice and our keys as inputs, in an accordion of their own.
+
+    The inputs are made before the tab and handed to it through ``engine.manager.get_base_elems``
+    (the set the tab starts its inputs from), so the tab's own preview, start, save and load
+    buttons carry them; they are registered as ``train.<key>`` like the tab's other elements.
+    """
+    original = train_tab.create_train_tab
+
+    @wraps(original)
+    def create_train_tab(engine):
+        from llamafactory.webui.locales import LOCALES
+
+        from llamafactory_tract.webui import cotraft_board as board
+
+        train_tab.TRAINING_STAGES[board.STAGE_LABEL] = COTRAFT_STAGE
+        LOCALES.update(board.locales())
+        inputs = board.create_inputs()
+        manager = engine.manager
+        base_elems = manager.get_base_elems
+        manager.get_base_elems = lambda: base_elems() | set(inputs.values())
+        try:
+            elem_dict = original(engine)
+        finally:
+            del manager.get_base_elems
+        accordion = board.render_inputs(inputs, before=elem_dict["cmd_preview_btn"].parent)
+        stage = elem_dict["training_stage"]
+        stage.change(board.open_for_stage, [stage], [accordion], queue=False)
+        return {**elem_dict, **inputs, board.ACCORDION: accordion}
+
+    train_tab.create_train_tab = create_train_tab
+
+
+def graft_board_runner(runner: ModuleType) -> None:
+    """LlamaBoard's runner: a CoT-RAFT run's arguments get our keys (an effective batch replaces the accumulation)."""
+    runner_class = runner.Runner
+    original = runner_class._parse_train_args
+
+    @wraps(original)
+    def _parse_train_args(self, data):
+        args = original(self, data)
+        if args["stage"] != COTRAFT_STAGE:
+            return args
+        from llamafactory_tract.webui.cotraft_board import train_args
+
+        extra_args = json.loads(data[self.manager.get_elem_by_id("train.extra_args")])
+        ours = train_args(lambda key: data[self.manager.get_elem_by_id(f"train.{key}")])
+        if "cotraft_effective_batch_size" in ours and "gradient_accumulation_steps" not in extra_args:
+            del args["gradient_accumulation_steps"]  # derived from the effective batch
+        args.update({key: value for key, value in ours.items() if key not in extra_args})
+        return args
+
+    runner_class._parse_train_args = _parse_train_args
+
+
+def graft_board_commands(common: ModuleType) -> None:
+    """LlamaBoard drops False values from the command and YAML it writes: keep ours whose default is True."""
+    original = common._clean_cmd
+
+    @wraps(original)
+    def _clean_cmd(args: dict[str, Any]) -> dict[str, Any]:
+        from llamafactory_tract.webui.cotraft_board import false_but_set
+
+        cleaned, kept = original(args), false_but_set(args)
+        return {key: value for key, value in args.items() if key in cleaned or key in kept}
+
+    common._clean_cmd = _clean_cmd
+
+
+def graft_board_loss_plot(control: ModuleType) -> None:
+    """LlamaBoard's live loss curve also shows the CoT-RAFT loss parts when the run logs them."""
+    original = control.gen_loss_plot
+
+    @wraps(original)
+    def gen_loss_plot(trainer_log: list[dict[str, Any]]):
+        from llamafactory_tract.webui.cotraft_board import add_loss_parts
+
+        return add_loss_parts(original(trainer_log), trainer_log)
+
+    control.gen_loss_plot = gen_loss_plot
+
+
 GRAFTS = {
     "llamafactory.hparams.parser": graft_parser,
     "llamafactory.data.parser": graft_dataset_attr,
     "llamafactory.data.converter": graft_converter,
     "llamafactory.data.loader": graft_loader,
     "llamafactory.train.tuner": graft_tuner,
+    "llamafactory.webui.common": graft_board_commands,
+    "llamafactory.webui.control": graft_board_loss_plot,
+    "llamafactory.webui.runner": graft_board_runner,
+    "llamafactory.webui.components.train": graft_board_train_tab,
 }
