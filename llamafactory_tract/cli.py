@@ -41,15 +41,6 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(items: list[str]) -> dict:
-    from llamafactory_tract.eval.config import apply_override
-
-    raw: dict = {}
-    for item in items:
-        apply_override(raw, item)
-    return raw
-
-
 def _add_pipeline(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "configs",
@@ -58,19 +49,34 @@ def _add_pipeline(parser: argparse.ArgumentParser) -> None:
         help="pipeline YAMLs merged left to right (e.g. a model file then a Table 2 row), then key=value overrides "
         "such as stage2.overrides.raft_lambda=2",
     )
+    parser.add_argument("--status", action="store_true", help="show each step as done / partial / stale / missing")
+    parser.add_argument(
+        "--refuse-stale",
+        action="store_true",
+        help="stop, listing them, instead of redoing steps made by another configuration or from other inputs",
+    )
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    from llamafactory_tract.eval.config import EvalConfigError
+    from llamafactory_tract.extras.config_files import TractConfigError
+    from llamafactory_tract.pipeline.child import PipelineStepError
     from llamafactory_tract.pipeline.config import load_pipeline_config
-    from llamafactory_tract.pipeline.runner import run_pipeline
+    from llamafactory_tract.pipeline.lock import PipelineLockedError
+    from llamafactory_tract.pipeline.runner import format_status, run_pipeline
 
     paths = [item for item in args.configs if "=" not in item]
     try:
-        report = run_pipeline(load_pipeline_config(paths, _overrides([i for i in args.configs if "=" in i])))
-    except EvalConfigError as error:
+        config = load_pipeline_config(paths, [item for item in args.configs if "=" in item])
+        if args.status:
+            print(format_status(config))
+            return 0
+        report = run_pipeline(config, refuse_stale=args.refuse_stale)
+    except (TractConfigError, PipelineLockedError, PipelineStepError) as error:
         print(f"tract pipeline: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        print(f"tract pipeline: stopped ({interrupt or 'interrupted'}); run it again to resume.", file=sys.stderr)
+        return 130
     if report is not None:
         print(report.table)
     return 0
@@ -95,6 +101,48 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_judge_items(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument(
+        "configs",
+        nargs="+",
+        metavar="CONFIG.yaml|key=value",
+        help=f"judge YAMLs merged left to right, then key=value overrides, e.g. {example}",
+    )
+
+
+def _add_judge(parser: argparse.ArgumentParser) -> None:
+    _add_judge_items(parser, "yaml_configs/judge_smollm2_cpu.yaml input=rows.csv output=grades.csv")
+
+
+def _run_judge(args: argparse.Namespace) -> int:
+    from llamafactory_tract.eval.config import EvalConfigError
+    from llamafactory_tract.judge.grade_file import run_grade_file
+
+    try:
+        report = run_grade_file(args.configs)
+    except EvalConfigError as error:
+        print(f"tract judge: error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+def _add_serve(parser: argparse.ArgumentParser) -> None:
+    _add_judge_items(parser, "yaml_configs/judge_smollm2_cpu.yaml port=8000")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from llamafactory_tract.eval.config import EvalConfigError
+    from llamafactory_tract.serve.app import run_server
+
+    try:
+        run_server(args.configs)
+    except EvalConfigError as error:
+        print(f"tract serve: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _add_demo(parser: argparse.ArgumentParser) -> None:
     from llamafactory_tract.demo.run import DEFAULT_DATA_DIR
 
@@ -108,10 +156,13 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from llamafactory_tract.demo.run import run_demo
+    from llamafactory_tract.extras.config_files import TractConfigError
+    from llamafactory_tract.pipeline.child import PipelineStepError
+    from llamafactory_tract.pipeline.lock import PipelineLockedError
 
     try:
         print(run_demo(args.data_dir, args.run_root, args.train_rows, args.eval_rows))
-    except FileNotFoundError as error:
+    except (FileNotFoundError, TractConfigError, PipelineLockedError, PipelineStepError) as error:
         print(f"tract demo: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -126,6 +177,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "pipeline": ("run Algorithm 1 (stage 1, D_self, stage 2, evaluation), resumable", _add_pipeline, _run_pipeline),
     "demo": ("the whole method at CPU scale with SmolLM2-135M and real GPT-4 CoTs", _add_demo, _run_demo),
+    "judge": ("grade the rows of a CSV/JSON/JSONL file or hub dataset with expected scores", _add_judge, _run_judge),
+    "serve": ("serve the judge over HTTP (POST /v1/grade), concurrent requests batched", _add_serve, _run_serve),
 }
 
 

@@ -23,17 +23,41 @@ def _benchmark_file(path, count):
 
 def test_unknown_and_mistyped_keys_are_named(tmp_path):
     base = {"model_name_or_path": "m", "template": "mistral", "benchmarks": {"mt_bench": {"limit": 2}}}
-    with pytest.raises(EvalConfigError, match=r"unknown key\(s\) \['temprature'\]"):
+    with pytest.raises(EvalConfigError, match=r"a\.yaml: unknown key `temprature` \(did you mean `temperature`\?\)"):
         load_eval_config(_write_config(tmp_path / "a.yaml", **base, temprature=0.7))
-    with pytest.raises(EvalConfigError, match=r"benchmarks.mt_bench: unknown key\(s\) \['limt'\]"):
+    with pytest.raises(EvalConfigError, match=r"b\.yaml .*unknown key `benchmarks\.mt_bench\.limt`"):
         load_eval_config(_write_config(tmp_path / "b.yaml", **base), ["benchmarks.mt_bench.limt=3"])
-    with pytest.raises(EvalConfigError, match="`n_cot` must be an integer"):
+    with pytest.raises(EvalConfigError, match=r"`n_cot`: Input should be a valid integer.*\(got 'two'\)"):
         load_eval_config(_write_config(tmp_path / "c.yaml", **base), ["n_cot=two"])
-    with pytest.raises(EvalConfigError, match="`predictor` must be one of"):
+    with pytest.raises(EvalConfigError, match=r"`predictor`: Input should be 'cot_rail', .*\(got 'cot'\)"):
         load_eval_config(_write_config(tmp_path / "d.yaml", **base, predictor="cot"))
+    with pytest.raises(EvalConfigError, match=r"missing required key `template`"):
+        load_eval_config(_write_config(tmp_path / "f.yaml", model_name_or_path="m"))
+    with pytest.raises(EvalConfigError, match=r"not of the form key=value"):
+        load_eval_config(tmp_path / "a.yaml", ["n_cot"])
     config = load_eval_config(_write_config(tmp_path / "e.yaml", **base), ["top_p=1", "benchmarks.mt_bench.limit=5"])
     assert config.top_p == 1.0 and config.benchmarks["mt_bench"].limit == 5
     assert config.prediction_hash() != load_eval_config(tmp_path / "e.yaml", ["seed=7"]).prediction_hash()
+    # Sampling is per row, so the batch size never changes a prediction and is not part of its key.
+    assert (
+        config.prediction_hash()
+        == load_eval_config(tmp_path / "e.yaml", ["top_p=1", "batch_size=3"]).prediction_hash()
+    )
+    assert load_eval_config(tmp_path / "e.yaml", ["score_values=1,2,3"]).score_values == ["1", "2", "3"]
+
+
+def test_prediction_key_follows_the_adapter_content_not_its_path(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights of the first training")
+    config = load_eval_config(
+        _write_config(
+            tmp_path / "a.yaml", model_name_or_path="m", template="mistral", adapter_name_or_path=str(adapter)
+        )
+    )
+    before = config.prediction_hash()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights retrained in place")
+    assert config.prediction_hash() != before
 
 
 def test_shipped_configs_parse():
@@ -82,9 +106,25 @@ def test_eval_writes_table_and_files_and_resumes(tmp_path, capsys):
     assert sorted((r["benchmark"], r["row"]) for r in records) == [("vicuna_bench", 3), ("vicuna_bench", 4)]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["benchmarks"]["vicuna_bench"]["n"] == 5
 
+    # Corrected labels: the two edited rows are predicted again (the same CoTs: sampling depends only on the
+    # seed and the row) and the metrics use the new labels; the other rows are reused.
+    rows = json.loads((tmp_path / "m.json").read_text())
+    rows[0]["gpt4_score"], rows[1]["gpt4_score"] = [5, 5, 5], [1, 1, 2]
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    before = json.loads((tmp_path / "out" / "metrics.json").read_text())["benchmarks"]["mt_bench"]
+    assert main(["eval", config]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()[8:]]
+    redone = {record["row"]: record for record in lines[2:]}
+    assert sorted(redone) == [0, 1] and all(record["benchmark"] == "mt_bench" for record in redone.values())
+    assert (redone[0]["ground_truth"], redone[1]["ground_truth"]) == (5.0, pytest.approx(4 / 3))
+    old = {r["row"]: r for r in map(json.loads, predictions) if r["benchmark"] == "mt_bench"}
+    assert [redone[row]["cots"] for row in (0, 1)] == [old[row]["cots"] for row in (0, 1)]
+    after = json.loads((tmp_path / "out" / "metrics.json").read_text())["benchmarks"]["mt_bench"]
+    assert after["n"] == 4 and after["rmse"] != pytest.approx(before["rmse"])
+
     # A changed setting predicts everything again instead of reusing stale predictions.
     assert main(["eval", config, "seed=5", "benchmarks.mt_bench.limit=1", "benchmarks.vicuna_bench.limit=1"]) == 0
-    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 12
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 14
 
 
 def test_malformed_benchmark_fails_before_loading_the_model(tmp_path, capsys):

@@ -8,10 +8,10 @@ inference prompt is checked against the training encoding of the same row.
 import pytest
 import torch
 from inference_helpers import eval_config, real_rows, require_smollm2
-from llamafactory.hparams import DataArguments
 
 from llamafactory_tract.data.processor import CoTRaftDatasetProcessor
 from llamafactory_tract.data.score_tokens import locate_score_token
+from llamafactory_tract.hparams.data_args import TractDataArguments
 from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
 from llamafactory_tract.judge.loader import load_backend
 
@@ -77,9 +77,9 @@ def test_inference_prompt_and_score_context_equal_the_training_encoding(smollm2_
         template=contexts.template,
         tokenizer=contexts.tokenizer,
         processor=None,
-        data_args=DataArguments(template="smollm2", cutoff_len=4096),
-        score_tokens=contexts.score_tokens,
+        data_args=TractDataArguments(template="smollm2", cutoff_len=4096),
     )
+    assert processor.score_tokens == contexts.score_tokens
     prompt = [{"role": "user", "content": row["instruction"]}]
     cot = row["gpt4_feedback"][0]
     training, _ = processor.encode_example(prompt, f"{cot} [RESULT] 5", system=None, tools=None)

@@ -6,8 +6,9 @@ import torch
 from inference_helpers import PROMPTS, TINY_FAMILIES, tiny_backend
 from tiny_models import tiktoken_style_tokenizer
 
-from llamafactory_tract.judge.backend import SamplingConfig
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
 from llamafactory_tract.judge.predictors import JudgePredictor, expected_score, sample_score
+from llamafactory_tract.judge.row_sampling import PerRowSampler
 from llamafactory_tract.judge.stopping import StopTextCriteria
 
 SAMPLING = SamplingConfig(max_new_tokens=6)
@@ -41,6 +42,40 @@ def test_cot_rail_scores_match_a_fresh_forward_pass_and_count_forced_cots(model_
         for cot, probs in zip(prediction.cots, prediction.score_probs, strict=True):
             reference = _independent_probs(backend, prompt, cot)
             assert torch.allclose(torch.tensor(list(probs.values())), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("template", sorted(TINY_FAMILIES))
+def test_a_rows_cot_depends_only_on_its_seed_never_on_its_batch(model_root, template):
+    backend = tiny_backend(model_root, template, with_cot=True)
+    prompts = [*PROMPTS, JudgePrompt.from_instruction("Short."), JudgePrompt.from_instruction("A long prompt. " * 12)]
+    seeds = [11, 12, 13, 14]
+    sampling = SamplingConfig(max_new_tokens=12)
+    together = backend.sample_cots(prompts, sampling, seeds)
+    alone = [backend.sample_cots([prompt], sampling, [seed])[0] for prompt, seed in zip(prompts, seeds, strict=True)]
+    reordered = backend.sample_cots(prompts[::-1], sampling, seeds[::-1])[::-1]
+    for batch, single, other in zip(together, alone, reordered, strict=True):
+        assert batch.cot == single.cot == other.cot and batch.generated_tokens == single.generated_tokens
+        # Other padding and batch shape move float32 logits by a few ulps at most (see test_eval_resume.py).
+        assert np.allclose(batch.score_probs, single.score_probs, rtol=0, atol=1e-6)
+    assert backend.sample_cots(prompts[:1], sampling, [99])[0].cot != together[0].cot
+    # top_p close to 0 keeps only the most likely token: per-row sampling then equals greedy decoding.
+    nucleus = backend.sample_cots(prompts, SamplingConfig(top_p=1e-6, max_new_tokens=12), seeds)
+    greedy = backend.sample_cots(prompts, SamplingConfig(temperature=0.0, max_new_tokens=12), seeds)
+    assert [sample.cot for sample in nucleus] == [sample.cot for sample in greedy]
+
+
+def test_per_row_sampler_draws_from_the_tempered_nucleus():
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    sampler = PerRowSampler(list(range(4000)), temperature=0.5, top_p=0.9, device=torch.device("cpu"))
+    chosen = sampler(torch.zeros((4000, 1), dtype=torch.long), scores.clone())
+    assert torch.all(torch.isfinite(chosen).sum(-1) == 1) and torch.all(chosen.max(-1).values == 0)
+    tempered = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
+    tempered /= tempered.sum()  # [0.676, 0.243, 0.061, 0.007]: the two first reach top_p 0.9, the rest is cut
+    nucleus = tempered[:2] / tempered[:2].sum()
+    counts = torch.bincount(chosen.argmax(-1), minlength=4).float() / 4000
+    assert counts[2:].sum() == 0 and torch.allclose(counts[:2], nucleus, atol=0.02)
+    again = PerRowSampler(list(range(4000)), temperature=0.5, top_p=0.9, device=torch.device("cpu"))
+    assert torch.equal(again(torch.zeros((4000, 1), dtype=torch.long), scores.clone()), chosen)
 
 
 def test_unnormalised_rail_is_the_full_vocabulary_expectation(model_root):

@@ -1,21 +1,26 @@
-"""Algorithm 1 end to end on a tiny random model: artefacts, D_self labels, stage-2 init, resume."""
+"""Algorithm 1 end to end on a tiny random model: artefacts, provenance, D_self labels, stage-2 init, resume."""
 
 import json
+import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 from judge_data import write_judge_dataset
 
+from llamafactory_tract.cli import main
 from llamafactory_tract.data.score_format import ScoreFormat
-from llamafactory_tract.pipeline.config import load_pipeline_config
-from llamafactory_tract.pipeline.runner import PipelineConfigError, _train_step, judge_config, run_pipeline
+from llamafactory_tract.demo.run import demo_configs
+from llamafactory_tract.eval.config import EvalConfigError
+from llamafactory_tract.extras.config_files import TractConfigError
+from llamafactory_tract.pipeline.config import PipelineConfigError, load_pipeline_config
+from llamafactory_tract.pipeline.provenance import read_record
+from llamafactory_tract.pipeline.runner import build_steps, judge_config, plan, run_pipeline
 from llamafactory_tract.pipeline.self_generation import generate_self_cots, load_training_inputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_RECIPE = str(REPO_ROOT / "yaml_configs" / "cpu" / "cotraft_smoke.yaml")
-
-pytestmark = pytest.mark.slow
 
 
 def write_benchmark(path: Path, rows: int = 4) -> Path:
@@ -49,7 +54,7 @@ def pipeline_yaml(tmp_path: Path, model_dir: Path, init: str, run_dir: Path, sta
     )
     train = {"dataset_dir": str(data_dir), "max_steps": 2, "disable_shuffling": True}
     config = {
-        "run_dir": str(run_dir),
+        "run_dir": "{run_root}/" + run_dir.name,
         "run_root": str(tmp_path),
         "model_name_or_path": str(model_dir),
         "template": "llama3",
@@ -75,16 +80,35 @@ def first_logged_loss(output_dir: Path) -> float:
     return next(entry["loss"] for entry in entries if "loss" in entry)
 
 
-def test_tract_pipeline_end_to_end_and_stage2_starts_from_the_seed(tiny_model_dirs, tmp_path):
-    model_dir, _ = tiny_model_dirs["tiktoken"]
-    tract = load_pipeline_config([pipeline_yaml(tmp_path, model_dir, "seed", tmp_path / "tract")])
+def states(config) -> dict[str, str]:
+    return {step.name: assessment.state for step, assessment in plan(build_steps(config))}
 
-    # An interrupted generation: stage 1 finished, the first 4 D_self rows were written, then the "crash".
-    stage1_dir = _train_step(tract, "stage1", tract.stage1, {})
+
+def run_ids(tmp_path: Path) -> dict[str, str]:
+    outputs = {
+        "stage1": tmp_path / "shared" / "stage1",
+        "self_generation": tmp_path / "shared" / "d_self" / "d_self.jsonl",
+        "stage2": tmp_path / "tract" / "stage2",
+        "evaluation": tmp_path / "tract" / "eval",
+    }
+    return {name: read_record(output).run_id for name, output in outputs.items()}
+
+
+@pytest.mark.slow
+def test_tract_pipeline_end_to_end_and_a_changed_step_redoes_everything_after_it(tiny_model_dirs, tmp_path, capsys):
+    model_dir, _ = tiny_model_dirs["tiktoken"]
+    config_path = pipeline_yaml(tmp_path, model_dir, "seed", tmp_path / "tract")
+    tract = load_pipeline_config([config_path])
+    assert set(states(tract).values()) == {"missing"}
+
+    # Stage 1 alone, then an interrupted generation: the first 4 D_self rows were written, then the "crash".
+    run_pipeline(tract.model_copy(update={"self_generation": None, "stage2": None, "evaluation": None}))
+    stage1_dir = tmp_path / "shared" / "stage1"
     inputs, _ = load_training_inputs("judge", str(tmp_path / "data"), ScoreFormat())
     store = tmp_path / "shared" / "d_self" / "d_self.generation.jsonl"
-    generation = judge_config(tract, stage1_dir, tract.self_generation.overrides, store.parent)
-    generate_self_cots(generation, inputs[:4], store)
+    generate_self_cots(
+        judge_config(tract, stage1_dir, tract.self_generation.overrides, store.parent), inputs[:4], store
+    )
     written_before = store.read_text().splitlines()
 
     report = run_pipeline(tract)
@@ -95,41 +119,94 @@ def test_tract_pipeline_end_to_end_and_stage2_starts_from_the_seed(tiny_model_di
     for name in ("shared/stage1", "tract/stage2"):
         assert (tmp_path / name / "adapter_model.safetensors").is_file(), name
     assert (tmp_path / "tract" / "eval" / "metrics.json").is_file()
-    assert report is not None and "mt_bench" in report.per_benchmark
+    assert report is not None and report.per_benchmark["mt_bench"]["n"] == 4
+    # Generation and evaluation ran in child processes (their engines die with them), recorded with their key.
+    for output, subcommand in (
+        (tmp_path / "shared/d_self/d_self.jsonl", "generate"),
+        (tmp_path / "tract/eval", "eval"),
+    ):
+        record = read_record(output)
+        assert record.state == "complete" and record.pid not in (None, os.getpid()) and subcommand in record.command
 
-    # A second run finds every step complete and redoes nothing.
-    outputs = [
-        *tmp_path.rglob("adapter_model.safetensors"),
-        *tmp_path.rglob("d_self.jsonl"),
-        *tmp_path.rglob("*.jsonl"),
-    ]
+    # A second run finds every step done and redoes nothing.
+    outputs = [*tmp_path.rglob("adapter_model.safetensors"), *tmp_path.rglob("*.jsonl"), *tmp_path.rglob("*.json")]
     stamps = {path: path.stat().st_mtime_ns for path in outputs}
+    assert set(states(tract).values()) == {"done"}
     run_pipeline(tract)
     assert {path: path.stat().st_mtime_ns for path in outputs} == stamps
 
-    # A finished step is never silently reused for a different configuration.
-    tract.stage2.overrides["learning_rate"] = 0.5
-    with pytest.raises(PipelineConfigError, match=r"\[stage2\] .* differs in \['learning_rate'\]"):
-        run_pipeline(tract)
-    del tract.stage2.overrides["learning_rate"]
+    # Another stage-1 learning rate makes stage 1 and everything after it stale (shown without running anything).
+    changed = load_pipeline_config([config_path], ["stage1.overrides.learning_rate=0.5"])
+    assert set(states(changed).values()) == {"stale"}
+    assert main(["pipeline", str(config_path), "stage1.overrides.learning_rate=0.5", "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "stage1           stale" in status and "learning_rate: 0.05 -> 0.5" in status
+    assert "upstream step `stage1` changed" in status and "evaluation       stale" in status
+
+    # A longer D_self budget: stage 1 stays, D_self, stage 2 and the evaluation are redone (or refused on request).
+    longer = load_pipeline_config([config_path], ["self_generation.overrides.max_new_tokens=10"])
+    assert states(longer) == {"stage1": "done", "self_generation": "stale", "stage2": "stale", "evaluation": "stale"}
+    with pytest.raises(PipelineConfigError, match=r"self_generation \(max_new_tokens: 8 -> 10\); stage2 \(upstream"):
+        run_pipeline(longer, refuse_stale=True)
+    before = run_ids(tmp_path)
+    run_pipeline(longer)
+    after = run_ids(tmp_path)
+    assert after["stage1"] == before["stage1"]
+    assert all(after[name] != before[name] for name in ("self_generation", "stage2", "evaluation"))
+    assert len(store.read_text().splitlines()) == 16, "D_self was sampled again with the new budget"
+    assert set(states(longer).values()) == {"done"} and set(states(tract).values()) == {"done", "stale"}
 
     # D_self carries y* (the training label), not the model's own score.
     d_self = [json.loads(line) for line in (tmp_path / "shared" / "d_self" / "d_self.jsonl").read_text().splitlines()]
     source = json.loads((tmp_path / "data" / "judge.json").read_text())
     labels = [ScoreFormat().split_response(row["output"])[1] for row in source]
     assert [ScoreFormat().split_response(row["output"])[1] for row in d_self] == labels
+    # Its summary counts how each stored CoT ended: a random model never writes the delimiter.
     summary = json.loads((tmp_path / "shared" / "d_self" / "d_self.jsonl.summary.json").read_text())
-    assert summary["inputs"] == 8 and summary["closed_by_force"] + summary["closed_by"].get("delimiter", 0) == 8
+    stored = [json.loads(line) for line in store.read_text().splitlines()[8:]]  # the rows of the new budget
+    assert summary["closed_by"] == dict(Counter(record["closed_by"] for record in stored))
+    assert summary["inputs"] == summary["written"] == summary["closed_by_force"] == 8
+    assert "delimiter" not in summary["closed_by"] and summary["dropped_inputs"] == 0
 
     # Stage 2 started from the seed: no adapter given, and its first loss differs from a run started from p_s.
     stage2_config = yaml.safe_load((tmp_path / "tract" / "stage2.yaml").read_text())
     assert "adapter_name_or_path" not in stage2_config
     assert stage2_config["model_name_or_path"] == str(model_dir)
     a4 = load_pipeline_config([pipeline_yaml(tmp_path, model_dir, "stage1", tmp_path / "a4")])
-    a4.evaluation = None
+    a4 = a4.model_copy(update={"evaluation": None, "self_generation": longer.self_generation})
     run_pipeline(a4)
     a4_config = yaml.safe_load((tmp_path / "a4" / "stage2.yaml").read_text())
     assert a4_config["adapter_name_or_path"] == str(stage1_dir)
+    assert read_record(tmp_path / "shared" / "stage1").run_id == after["stage1"], "A.4 reuses the shared stage 1"
     assert first_logged_loss(tmp_path / "a4" / "stage2") != pytest.approx(
         first_logged_loss(tmp_path / "tract" / "stage2"), rel=1e-3
     )
+
+
+def test_run_root_moves_every_folder_that_names_it(tiny_model_dirs, tmp_path):
+    model_dir, _ = tiny_model_dirs["tiktoken"]
+    moved = tmp_path / "elsewhere"
+    config = load_pipeline_config(
+        [pipeline_yaml(tmp_path, model_dir, "seed", tmp_path / "tract")], [f"run_root={moved}"]
+    )
+    outputs = [Path(config.run_dir), *(step.output for step in build_steps(config))]
+    assert len(outputs) == 5 and all(path.is_relative_to(moved) for path in outputs), outputs
+
+
+def test_demo_run_root_moves_every_step_of_every_row(tmp_path):
+    run_root = tmp_path / "my-demo"
+    configs = demo_configs(Path("seed-model"), run_root / "data", tmp_path, run_root, eval_rows=4)
+    outputs = [path for config in configs for path in (Path(config.run_dir), *(s.output for s in build_steps(config)))]
+    assert len(configs) == 3 and all(path.is_relative_to(run_root) for path in outputs), outputs
+
+
+def test_pipeline_config_errors_name_the_key_and_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"run_dir": "r", "model_name_or_path": "m", "template": "t", "stage1": {}}))
+    with pytest.raises(PipelineConfigError, match=r"p\.yaml: missing required key `stage1\.recipe`"):
+        load_pipeline_config([path])
+    with pytest.raises(PipelineConfigError, match=r"unknown key `stage1\.overides` \(did you mean `overrides`\?\)"):
+        load_pipeline_config([path], ["stage1.recipe=x.yaml", "stage1.overides.lr=1"])
+    with pytest.raises(PipelineConfigError, match=r"`self_generation` samples with the stage-1 model"):
+        load_pipeline_config([path], ["stage1=null", "self_generation.limit=2"])
+    assert issubclass(PipelineConfigError, TractConfigError) and not issubclass(PipelineConfigError, EvalConfigError)

@@ -7,11 +7,11 @@ import yaml
 from judge_data import write_judge_dataset
 
 from llamafactory_tract.data.score_format import ScoreFormat
+from llamafactory_tract.eval.config import EvalConfigError
 from llamafactory_tract.pipeline.self_generation import run_generation_config
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_sharded_generation_writes_d_self_when_the_last_shard_finishes(tiny_model_dirs, tmp_path):
     model_dir, template = tiny_model_dirs["tiktoken"]
     data_dir = write_judge_dataset(tmp_path / "data", rows=6)
@@ -46,3 +46,25 @@ def test_sharded_generation_writes_d_self_when_the_last_shard_finishes(tiny_mode
     assert [row["instruction"] for row in written] == [row["instruction"] for i, row in enumerate(rows) if i != 2]
     info = json.loads((output.parent / "dataset_info.json").read_text())
     assert info["tract_self"]["file_name"] == "d_self.jsonl"
+
+    # An edited training row is sampled again (and only it); a corrected label needs no new CoT, only a new D_self.
+    shard0 = output.with_name("d_self.generation.shard0of2.jsonl")
+    lines_before = len(shard0.read_text().splitlines())
+    rows[0]["instruction"] = "###Task Description: grade the edited response.\n"
+    rows[4]["output"] = rows[4]["output"].rsplit(" ", 1)[0] + " 1"
+    (data_dir / "judge.json").write_text(json.dumps(rows))
+    summary = run_generation_config(config, ["shard_index=0"])
+    assert summary is not None and summary.written == 5
+    assert len(shard0.read_text().splitlines()) == lines_before + 1
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    assert written[0]["instruction"] == rows[0]["instruction"]
+    assert ScoreFormat().split_response(written[3]["output"])[1] == "1"
+
+
+def test_generate_config_errors_name_the_key(tmp_path):
+    config = tmp_path / "generate.yaml"
+    config.write_text(yaml.safe_dump({"model_name_or_path": "m", "template": "llama3", "output": "x.jsonl"}))
+    with pytest.raises(EvalConfigError, match=r"generate\.yaml: missing required key `dataset`"):
+        run_generation_config(config)
+    with pytest.raises(EvalConfigError, match=r"`shard_index` must be below `num_shards` \(2\), got 2"):
+        run_generation_config(config, ["dataset=judge", "num_shards=2", "shard_index=2"])

@@ -17,7 +17,7 @@ from llamafactory_tract.demo.smollm2 import LLAMAFACTORY_TEMPLATE, smollm2_hf_di
 from llamafactory_tract.eval.evaluate import EvalReport, describe_forced_cots
 from llamafactory_tract.eval.metrics import format_table
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.pipeline.config import load_pipeline_config
+from llamafactory_tract.pipeline.config import PipelineConfig, load_pipeline_config
 from llamafactory_tract.pipeline.runner import run_pipeline
 
 logger = get_logger(__name__)
@@ -44,16 +44,10 @@ def prepare_annotation_dataset(source: Path, run_root: Path, rows: int) -> Path:
     return data_dir
 
 
-def run_demo(data_dir: Path, run_root: Path, train_rows: int, eval_rows: int) -> str:
-    started = time.monotonic()
-    missing = [name for name in (ANNOTATION_FILE, EVALUATION_FILE) if not (data_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{', '.join(missing)} not found in {data_dir}: pass --data-dir (the Prometheus eval files, "
-            "eval/benchmark/data/ of the prometheus-eval repository) or set TRACT_SHARED_DATA."
-        )
-    seed_model = smollm2_hf_dir()
-    dataset_dir = prepare_annotation_dataset(data_dir / ANNOTATION_FILE, run_root, train_rows)
+def demo_configs(
+    seed_model: Path, dataset_dir: Path, data_dir: Path, run_root: Path, eval_rows: int
+) -> list[PipelineConfig]:
+    """The demo rows as pipeline configs; ``run_root`` is an override, so every step's folder moves with it."""
     overrides = {
         "model_name_or_path": str(seed_model),
         "template": LLAMAFACTORY_TEMPLATE,
@@ -65,9 +59,21 @@ def run_demo(data_dir: Path, run_root: Path, train_rows: int, eval_rows: int) ->
             }
         },
     }
+    return [load_pipeline_config([DEMO_CONFIGS / row], overrides) for row in DEMO_ROWS]
+
+
+def run_demo(data_dir: Path, run_root: Path, train_rows: int, eval_rows: int) -> str:
+    started = time.monotonic()
+    missing = [name for name in (ANNOTATION_FILE, EVALUATION_FILE) if not (data_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{', '.join(missing)} not found in {data_dir}: pass --data-dir (the Prometheus eval files, "
+            "eval/benchmark/data/ of the prometheus-eval repository) or set TRACT_SHARED_DATA."
+        )
+    seed_model = smollm2_hf_dir()
+    dataset_dir = prepare_annotation_dataset(data_dir / ANNOTATION_FILE, run_root, train_rows)
     reports: dict[str, EvalReport] = {}
-    for row in DEMO_ROWS:
-        config = load_pipeline_config([DEMO_CONFIGS / row], overrides)
+    for config in demo_configs(seed_model, dataset_dir, data_dir, run_root, eval_rows):
         logger.info_rank0(f"tract demo: {config.display_name}")
         reports[config.display_name] = run_pipeline(config)
     table = format_table(

@@ -2,7 +2,9 @@
 
 Benchmarks are loaded and validated before the model, so a malformed file fails in seconds. Rows
 are predicted in batches (longest prompts first: less padding, and an out-of-memory error shows
-at once); every batch is appended to ``predictions.jsonl`` before the next starts.
+at once); every batch is appended to ``predictions.jsonl`` before the next starts. A stored
+prediction is reused only for the same settings, model/adapter content and row content (prompt and
+label), so editing a benchmark's labels re-predicts those rows and changes the metrics.
 """
 
 import csv
@@ -21,7 +23,7 @@ from llamafactory_tract.eval.metrics import AVERAGED, average_metrics, format_ta
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
 from llamafactory_tract.judge.loader import load_backend
-from llamafactory_tract.judge.prediction_store import PredictionStore
+from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
 from llamafactory_tract.judge.predictors import PREDICTORS, JudgePredictor
 from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER
 
@@ -52,8 +54,11 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     }
     store = PredictionStore(output_dir / PREDICTIONS_FILE, config.prediction_hash())
     done = store.load()
-    pending = [(name, row) for name, rows in benchmarks.items() for row in rows if (name, row.row) not in done]
+    pending = [(name, row) for name, rows in benchmarks.items() for row in rows if row_key(name, row) not in done]
     total = sum(len(rows) for rows in benchmarks.values())
+    edited = len({(name, row.row) for name, row in pending} & {(key[0], key[1]) for key in done})
+    if edited:
+        logger.warning_rank0(f"{edited} rows changed (prompt or label) since they were predicted: predicting again.")
     if pending:
         logger.info_rank0(f"Predicting {len(pending)} of {total} rows ({total - len(pending)} found in {store.path}).")
         done.update(_predict(config, pending, store))
@@ -62,9 +67,14 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     return _report(config, benchmarks, done, output_dir)
 
 
+def row_key(name: str, row: BenchmarkRow) -> RecordKey:
+    """A row's prediction key: benchmark, row index and the content it is predicted and scored on."""
+    return name, row.row, input_hash({"instruction": row.instruction, "ground_truth": row.ground_truth})
+
+
 def _predict(
     config: EvalConfig, pending: list[tuple[str, BenchmarkRow]], store: PredictionStore
-) -> dict[tuple[str, int], dict[str, Any]]:
+) -> dict[RecordKey, dict[str, Any]]:
     spec = PREDICTORS[config.predictor]
     backend = load_backend(config, with_cot=spec.uses_cot)
     sampling = SamplingConfig(config.temperature, config.top_p, config.repetition_penalty, config.max_new_tokens)
@@ -73,43 +83,48 @@ def _predict(
     )
     rows_per_batch = max(1, config.batch_size // config.n_cot) if spec.uses_cot else config.batch_size
     pending = sorted(pending, key=lambda item: -len(item[1].instruction))
-    records: dict[tuple[str, int], dict[str, Any]] = {}
-    with tqdm(total=len(pending), desc=f"tract eval ({config.predictor})", unit="row") as progress:
-        for start in range(0, len(pending), rows_per_batch):
-            batch = pending[start : start + rows_per_batch]
-            keys = [f"{name}/{row.row}" for name, row in batch]
-            predictions = predictor.predict([JudgePrompt.from_instruction(row.instruction) for _, row in batch], keys)
-            new = [
-                {
-                    "benchmark": name,
-                    "row": row.row,
-                    "source_id": row.source_id,
-                    "ground_truth": row.ground_truth,
-                    "predictor": config.predictor,
-                    "score": prediction.score,
-                    "cot_scores": prediction.cot_scores,
-                    "score_probs": prediction.score_probs,
-                    "cots": prediction.cots,
-                    "closed_by": prediction.closed_by,
-                    "generated_tokens": prediction.generated_tokens,
-                }
-                for (name, row), prediction in zip(batch, predictions, strict=True)
-            ]
-            store.append(new)
-            records.update({(record["benchmark"], record["row"]): record for record in new})
-            progress.update(len(batch))
+    records: dict[RecordKey, dict[str, Any]] = {}
+    try:
+        with tqdm(total=len(pending), desc=f"tract eval ({config.predictor})", unit="row") as progress:
+            for start in range(0, len(pending), rows_per_batch):
+                batch = pending[start : start + rows_per_batch]
+                keys = [f"{name}/{row.row}" for name, row in batch]
+                prompts = [JudgePrompt.from_instruction(row.instruction) for _, row in batch]
+                predictions = predictor.predict(prompts, keys)
+                new = [
+                    {
+                        "benchmark": name,
+                        "row": row.row,
+                        "input_hash": row_key(name, row)[2],
+                        "source_id": row.source_id,
+                        "ground_truth": row.ground_truth,
+                        "predictor": config.predictor,
+                        "score": prediction.score,
+                        "cot_scores": prediction.cot_scores,
+                        "score_probs": prediction.score_probs,
+                        "cots": prediction.cots,
+                        "closed_by": prediction.closed_by,
+                        "generated_tokens": prediction.generated_tokens,
+                    }
+                    for (name, row), prediction in zip(batch, predictions, strict=True)
+                ]
+                store.append(new)
+                records.update({row_key(name, row): record for (name, row), record in zip(batch, new, strict=True)})
+                progress.update(len(batch))
+    finally:
+        backend.close()  # the engine and its device memory, before the caller moves on
     return records
 
 
 def _report(
     config: EvalConfig,
     benchmarks: dict[str, list[BenchmarkRow]],
-    records: dict[tuple[str, int], dict[str, Any]],
+    records: dict[RecordKey, dict[str, Any]],
     output_dir: Path,
 ) -> EvalReport:
     per_benchmark, closed_by = {}, {}
     for name, rows in benchmarks.items():
-        chosen = [records[(name, row.row)] for row in rows]
+        chosen = [records[row_key(name, row)] for row in rows]
         per_benchmark[name] = score_metrics([r["score"] for r in chosen], [r["ground_truth"] for r in chosen])
         closed_by[name] = dict(Counter(reason for record in chosen for reason in record["closed_by"]))
     titles = {name: get_benchmark_spec(name).title for name in benchmarks}
@@ -161,3 +176,22 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _json_safe(item) for key, item in value.items()}
     return value
+
+
+def load_report(output_dir: Path) -> EvalReport:
+    """The report of a finished evaluation, read back from its ``metrics.json`` (e.g. after a child process)."""
+    metrics = json.loads((Path(output_dir) / METRICS_JSON).read_text())
+    per_benchmark = {name: _nan_for_null(values) for name, values in metrics["benchmarks"].items()}
+    titles = {name: get_benchmark_spec(name).title for name in per_benchmark}
+    return EvalReport(
+        metrics["run_name"],
+        per_benchmark,
+        _nan_for_null(metrics["average"]),
+        format_table({metrics["run_name"]: per_benchmark}, titles),
+        metrics["cot_closed_by"],
+        Path(output_dir),
+    )
+
+
+def _nan_for_null(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: math.nan if value is None else value for name, value in metrics.items()}

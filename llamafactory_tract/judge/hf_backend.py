@@ -25,6 +25,7 @@ from llamafactory_tract.judge.backend import (
     build_contexts,
     llamafactory_args,
 )
+from llamafactory_tract.judge.row_sampling import row_sampling_processors
 from llamafactory_tract.judge.score_context import CLOSED_BY_EOS, CLOSED_BY_LENGTH, ScoreContextBuilder
 from llamafactory_tract.judge.stopping import StopTextCriteria
 
@@ -93,19 +94,20 @@ class HfJudgeBackend(JudgeBackend):
         return self._score_probs(logits[:, -1])
 
     @torch.inference_mode()
-    def sample_cots(self, prompts: list[JudgePrompt], sampling: SamplingConfig, seeds: list[int]) -> list[CoTSample]:
-        """Sample the batch (seeded by the first seed: HF samples a batch from one generator), then score it."""
+    def sample_cots(
+        self, prompts: list[JudgePrompt], sampling: SamplingConfig, seeds: list[int], with_scores: bool = True
+    ) -> list[CoTSample]:
+        """Sample the batch (row i from its own generator seeded with ``seeds[i]``), then score it on the cache."""
         prompt_ids = [self.contexts.prompt_ids(prompt) for prompt in prompts]
         input_ids, mask = left_pad(prompt_ids, self.pad_id)
         prompt_width = input_ids.shape[1]
         stopper = StopTextCriteria(self.tokenizer, self.contexts.stop_texts, prompt_width)
-        torch.manual_seed(seeds[0])
         output = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
             generation_config=self._generation_config(sampling),
+            logits_processor=row_sampling_processors(seeds, sampling.temperature, sampling.top_p, self.device),
             stopping_criteria=StoppingCriteriaList([stopper]),
-            return_dict_in_generate=True,
         )
         sequences = output.sequences.tolist()
         samples, contexts, kept = [], [], []
@@ -120,22 +122,22 @@ class HfJudgeBackend(JudgeBackend):
             kept.append(min(common_prefix_length(sampled, context), len(context) - 1))
             contexts.append(context)
             samples.append(CoTSample(cot=cot, closed_by=closed_by, generated_tokens=length))
+        if not with_scores:
+            return samples
         probs = self._score_on_cache(output.past_key_values, mask, prompt_ids, contexts, kept)
         for sample, sample_probs in zip(samples, probs, strict=True):
             sample.score_probs = sample_probs
         return samples
 
     def _generation_config(self, sampling: SamplingConfig) -> GenerationConfig:
-        do_sample = sampling.temperature > 0
+        """Greedy over what ``row_sampling_processors`` leaves (one token per row when sampling)."""
         return GenerationConfig(
-            do_sample=do_sample,
-            temperature=sampling.temperature if do_sample else None,
-            top_p=sampling.top_p if do_sample else None,
-            top_k=0 if do_sample else None,
+            do_sample=False,
             repetition_penalty=sampling.repetition_penalty,
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=self.stop_token_ids,
             pad_token_id=self.pad_id,
+            return_dict_in_generate=True,
         )
 
     def _generated_length(self, generated: list[int], stopped_at: int | None, prompt_width: int) -> tuple[int, str]:

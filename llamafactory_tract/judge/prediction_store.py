@@ -1,17 +1,28 @@
 """Per-sample predictions as JSON lines, appended and flushed per batch so an interrupted run resumes.
 
-A record is keyed by (benchmark, row, config hash): a resumed run skips what it already predicted
-with the same settings, and predictions made with other settings are ignored (and counted), never
-silently reused. A line cut short by an interruption is skipped with a warning.
+A record belongs to (config hash, benchmark or dataset, row, input hash): the config hash covers
+every setting and the model/adapter content, the input hash the row's own content (prompt and, for
+benchmarks, label). A resumed run skips only what it already predicted for exactly that; records of
+other settings or of since-edited rows are ignored (and counted), never reused. Sampling depends
+only on the seed, the row and the draw, so a row re-predicted after an interruption (or a line cut
+short by one, which is skipped with a warning) comes out the same.
 """
 
 import json
 from pathlib import Path
 from typing import Any
 
+from llamafactory_tract.extras.fingerprint import digest
 from llamafactory_tract.extras.logging import get_logger
 
 logger = get_logger(__name__)
+
+RecordKey = tuple[str, int, str]
+
+
+def input_hash(content: Any) -> str:
+    """Digest of what a row feeds the judge (and, for benchmarks, the label it is scored against)."""
+    return digest(content)
 
 
 class PredictionStore:
@@ -19,9 +30,9 @@ class PredictionStore:
         self.path = path
         self.config_hash = config_hash
 
-    def load(self) -> dict[tuple[str, int], dict[str, Any]]:
-        """Records of this configuration by (benchmark, row); later lines win."""
-        records: dict[tuple[str, int], dict[str, Any]] = {}
+    def load(self) -> dict[RecordKey, dict[str, Any]]:
+        """Records of this configuration by (benchmark, row, input hash); later lines win."""
+        records: dict[RecordKey, dict[str, Any]] = {}
         if not self.path.is_file():
             return records
         foreign, broken = 0, []
@@ -30,7 +41,7 @@ class PredictionStore:
                 continue
             try:
                 record = json.loads(line)
-                key = (record["benchmark"], int(record["row"]))
+                key = (record["benchmark"], int(record["row"]), str(record["input_hash"]))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 broken.append(number)
                 continue
@@ -48,6 +59,7 @@ class PredictionStore:
         return records
 
     def append(self, records: list[dict[str, Any]]) -> None:
+        """Append records (each with ``benchmark``, ``row`` and ``input_hash``), flushed to disk."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         cut_short = self.path.is_file() and self.path.stat().st_size > 0 and not self._ends_with_newline()
         with self.path.open("a", encoding="utf-8") as handle:

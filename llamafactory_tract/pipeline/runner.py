@@ -1,99 +1,119 @@
-"""``tract pipeline``: Algorithm 1 end to end, each step resumable and skipped when already complete.
+"""``tract pipeline``: Algorithm 1 end to end, each step a child process, reused only when its key matches.
 
 stage 1 (CoT-RAFT on annotation CoTs, from p_0) -> D_self (p_s samples a CoT per training input,
 y* attached) -> stage 2 (CoT-RAFT on D_self, from p_0 again unless ``init: stage1``) -> evaluation.
-Training steps run ``llamafactory-cli train`` on a resolved YAML written into the run directory
-(so multi-GPU runs take LLaMA-Factory's torchrun/DeepSpeed path, and the exact config is kept);
-an interrupted stage resumes from its last checkpoint, an interrupted generation or evaluation
-from the last row written.
+
+Each step writes the resolved config it runs beside its output and runs it in a child process:
+``llamafactory-cli train`` for the stages (so multi-GPU runs take LLaMA-Factory's torchrun/DeepSpeed
+path), ``tract generate`` and ``tract eval`` for D_self and the evaluation (so every engine and its
+device memory are gone before the next step). A step is reused only when its key (provenance.py)
+and the runs of its upstream steps match what is recorded beside its output; otherwise it is redone,
+and so is everything downstream (``refuse_stale`` stops instead, listing them). A training
+checkpoint is resumed only under the exact configuration that wrote it. The run folder and every
+step output are locked for the duration (lock.py).
 """
 
-import os
-import subprocess
+import shutil
 import sys
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, build_eval_config
-from llamafactory_tract.eval.evaluate import EvalReport, run_evaluation
+from llamafactory_tract.eval.config import PREDICTION_NEUTRAL_KEYS, EvalConfig, build_eval_config
+from llamafactory_tract.eval.datasets import get_benchmark_spec
+from llamafactory_tract.eval.evaluate import METRICS_CSV, METRICS_JSON, EvalReport, load_report
+from llamafactory_tract.extras.config_files import merge, read_yaml, to_plain
+from llamafactory_tract.extras.fingerprint import fingerprint_path
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.pipeline.config import PipelineConfig, TrainStep, deep_merge
-from llamafactory_tract.pipeline.self_generation import SELF_DATASET_NAME, generate_self_dataset
+from llamafactory_tract.pipeline.child import run_child, terminate_on_sigterm
+from llamafactory_tract.pipeline.config import PipelineConfig, PipelineConfigError, TrainStep
+from llamafactory_tract.pipeline.lock import RunLock
+from llamafactory_tract.pipeline.provenance import (
+    StepRecord,
+    dataset_fingerprints,
+    differences,
+    now,
+    read_record,
+    record_path,
+    step_key,
+    write_record,
+)
+from llamafactory_tract.pipeline.self_generation import SELF_DATASET_NAME, SUMMARY_SUFFIX
 
 logger = get_logger(__name__)
 
-
-class PipelineConfigError(EvalConfigError):
-    """A pipeline step cannot run as configured; the message names the step and what to change."""
-
-
 TRAIN_COMPLETE_MARKER = "train_results.json"
+RESUME_KEYS = ("resume_from_checkpoint", "overwrite_output_dir")
+# Paths (their content enters the key as an input instead) and settings that never change the weights.
+TRAIN_WIRING_KEYS = ("output_dir", "model_name_or_path", "adapter_name_or_path", "dataset_dir", *RESUME_KEYS)
+TRAIN_OUTPUT_ONLY_KEYS = (
+    "logging_steps",
+    "plot_loss",
+    "report_to",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "overwrite_cache",
+    "run_name",
+    "preprocessing_num_workers",
+    "dataloader_num_workers",
+    "ddp_timeout",
+)
+JUDGE_WIRING_KEYS = ("model_name_or_path", "adapter_name_or_path")
+StepKind = Literal["train", "generate", "eval"]
+StepState = Literal["done", "partial", "stale", "missing"]
 
 
-def training_is_complete(output_dir: Path) -> bool:
-    return (output_dir / TRAIN_COMPLETE_MARKER).is_file()
+@dataclass
+class Step:
+    """One step as this configuration resolves it: what the child runs and the key of its output."""
+
+    name: str
+    kind: StepKind
+    output: Path
+    config: dict[str, Any]
+    key_config: dict[str, Any]
+    inputs: dict[str, str]
+    upstream: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return step_key(self.kind, self.key_config, self.inputs)
+
+    @property
+    def config_path(self) -> Path:
+        """The resolved config the child runs, beside the output (``run/stage2.yaml``, ``d_self.yaml``)."""
+        return self.output.with_suffix(".yaml") if self.kind == "generate" else resolved_config_path(self.output)
+
+
+@dataclass
+class Assessment:
+    state: StepState
+    record: StepRecord | None = None
+    config_changes: list[str] = field(default_factory=list)
+    input_changes: list[str] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        return self.config_changes + self.input_changes
+
+
+def resolved_config_path(output_dir: Path) -> Path:
+    """The resolved YAML, kept beside (not inside) the output folder, e.g. ``run/stage2.yaml``."""
+    return output_dir.with_name(output_dir.name + ".yaml")
 
 
 def resolve_training_config(
     config: PipelineConfig, step: TrainStep, output_dir: Path, extra: dict[str, Any]
 ) -> dict[str, Any]:
     """Recipe + pipeline model/template + step overrides + what the pipeline wires in (data, init)."""
-    recipe = yaml.safe_load(Path(step.recipe).read_text())
-    resolved = deep_merge(recipe, {"model_name_or_path": config.model_name_or_path, "template": config.template})
-    resolved = deep_merge(resolved, {**step.overrides, **extra, "output_dir": str(output_dir)})
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1]))
-    if checkpoints:
-        resolved.update(resume_from_checkpoint=str(checkpoints[-1]), overwrite_output_dir=False)
-    return resolved
-
-
-def resolved_config_path(output_dir: Path) -> Path:
-    """The resolved training YAML, kept beside (not inside) the output folder, e.g. ``run/stage2.yaml``."""
-    return output_dir.with_name(output_dir.name + ".yaml")
-
-
-RESUME_KEYS = ("resume_from_checkpoint", "overwrite_output_dir")
-
-
-def changed_keys(saved: dict[str, Any], resolved: dict[str, Any]) -> list[str]:
-    keys = (set(saved) | set(resolved)) - set(RESUME_KEYS)
-    return sorted(key for key in keys if saved.get(key) != resolved.get(key))
-
-
-def run_training(name: str, resolved: dict[str, Any], config_path: Path) -> None:
-    """Run one LLaMA-Factory training in a child process, from the resolved YAML written to ``config_path``."""
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    cli = Path(sys.executable).parent / "llamafactory-cli"
-    command = [str(cli) if cli.is_file() else "llamafactory-cli", "train", str(config_path)]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    logger.info_rank0(f"[{name}] {' '.join(command)}")
-    subprocess.run(command, check=True, env=env)
-
-
-def _train_step(config: PipelineConfig, name: str, step: TrainStep, extra: dict[str, Any]) -> Path:
-    """Train unless this exact configuration already finished in the output folder (a different one is an error)."""
-    output_dir = config.step_dir(name, step.output_dir)
-    resolved = resolve_training_config(config, step, output_dir, extra)
-    config_path = resolved_config_path(output_dir)
-    if training_is_complete(output_dir):
-        if not config_path.is_file():
-            logger.warning_rank0(f"[{name}] reusing the finished training in {output_dir}; no {config_path} to check.")
-            return output_dir
-        changed = changed_keys(yaml.safe_load(config_path.read_text()), resolved)
-        if changed:
-            raise PipelineConfigError(
-                f"[{name}] {output_dir} holds a finished training whose configuration differs in {changed} "
-                f"(see {config_path}); give this step another output_dir, or remove the folder to retrain."
-            )
-        logger.info_rank0(f"[{name}] already complete in {output_dir}; skipped.")
-        return output_dir
-    run_training(name, resolved, config_path)
-    if not training_is_complete(output_dir):
-        raise RuntimeError(f"[{name}] finished without writing {output_dir / TRAIN_COMPLETE_MARKER}.")
-    return output_dir
+    recipe = read_yaml(step.recipe, PipelineConfigError)
+    wired = {**extra, "output_dir": str(output_dir)}
+    pipeline_model = {"model_name_or_path": config.model_name_or_path, "template": config.template}
+    return to_plain(merge(recipe, pipeline_model, step.overrides, wired), step.recipe, PipelineConfigError)
 
 
 def judge_config(config: PipelineConfig, adapter: Path | None, raw: dict[str, Any], output_dir: Path) -> EvalConfig:
@@ -104,40 +124,278 @@ def judge_config(config: PipelineConfig, adapter: Path | None, raw: dict[str, An
         "adapter_name_or_path": str(adapter) if adapter else None,
         "output_dir": str(output_dir),
     }
-    return build_eval_config(deep_merge(raw, wired), source=f"pipeline {config.display_name}")
+    return build_eval_config({**raw, **wired}, source=f"pipeline {config.display_name}")
 
 
-def _self_generation_step(config: PipelineConfig, stage1_dir: Path) -> Path:
+def _judge_key_config(judge: EvalConfig) -> dict[str, Any]:
+    return judge.model_dump(exclude={*PREDICTION_NEUTRAL_KEYS, *JUDGE_WIRING_KEYS})
+
+
+def _train_step(config: PipelineConfig, name: str, step: TrainStep, upstream: dict[str, Step]) -> Step:
+    output = config.step_dir(name, step.output_dir)
+    extra: dict[str, Any] = {}
+    if "self_generation" in upstream:
+        extra.update(dataset=SELF_DATASET_NAME, dataset_dir=str(upstream["self_generation"].output.parent))
+    if "stage1" in upstream:
+        extra["adapter_name_or_path"] = str(upstream["stage1"].output)
+    resolved = resolve_training_config(config, step, output, extra)
+    inputs = {"model": fingerprint_path(resolved["model_name_or_path"])}
+    if "self_generation" not in upstream:
+        dataset_dir = resolved.get("dataset_dir", "data")
+        inputs.update(dataset_fingerprints(resolved.get("dataset"), dataset_dir))
+        inputs.update(dataset_fingerprints(resolved.get("eval_dataset"), dataset_dir))
+    if "stage1" not in upstream and resolved.get("adapter_name_or_path"):
+        inputs["adapter"] = fingerprint_path(resolved["adapter_name_or_path"])
+    inputs.update({f"step:{upstream_name}": previous.key for upstream_name, previous in upstream.items()})
+    key_config = {
+        key: value for key, value in resolved.items() if key not in (*TRAIN_WIRING_KEYS, *TRAIN_OUTPUT_ONLY_KEYS)
+    }
+    return Step(name, "train", output, resolved, key_config, inputs, tuple(upstream))
+
+
+def _generation_step(config: PipelineConfig, stage1: Step) -> Step:
     step = config.self_generation
-    stage1_recipe = deep_merge(yaml.safe_load(Path(config.stage1.recipe).read_text()), config.stage1.overrides)
     output = Path(step.output) if step.output else Path(config.run_dir) / "data" / "d_self.jsonl"
-    generate_self_dataset(
-        judge_config(config, stage1_dir, step.overrides, output.parent),
-        dataset=step.dataset or stage1_recipe["dataset"],
-        dataset_dir=step.dataset_dir or stage1_recipe.get("dataset_dir", "data"),
-        output=output,
-        limit=step.limit,
-        drop_forced=step.drop_forced,
+    dataset = step.dataset or stage1.config["dataset"]
+    dataset_dir = step.dataset_dir or stage1.config.get("dataset_dir", "data")
+    judge = judge_config(config, stage1.output, step.overrides, output.parent)
+    generation = {"dataset": dataset, "limit": step.limit, "drop_forced": step.drop_forced}
+    child = {
+        **judge.model_dump(exclude={"benchmarks", "output_dir", "run_name"}),
+        **generation,
+        "dataset_dir": dataset_dir,
+        "output": str(output),
+    }
+    inputs = {
+        "model": fingerprint_path(config.model_name_or_path),
+        **dataset_fingerprints(dataset, dataset_dir),
+        "step:stage1": stage1.key,
+    }
+    return Step(
+        "self_generation", "generate", output, child, {**_judge_key_config(judge), **generation}, inputs, ("stage1",)
     )
-    return output
 
 
-def run_pipeline(config: PipelineConfig) -> EvalReport | None:
-    """Run every configured step in order; returns the evaluation report if there is an evaluation."""
-    stage1_dir = _train_step(config, "stage1", config.stage1, {}) if config.stage1 else None
-    last_adapter = stage1_dir
-    if config.self_generation:
-        self_dataset = _self_generation_step(config, stage1_dir)
-        data_wiring = {"dataset": SELF_DATASET_NAME, "dataset_dir": str(self_dataset.parent)}
-    else:
-        data_wiring = {}
-    if config.stage2:
-        init = {"adapter_name_or_path": str(stage1_dir)} if config.stage2.init == "stage1" else {}
-        last_adapter = _train_step(config, "stage2", config.stage2, {**data_wiring, **init})
-    if not config.evaluation:
-        return None
+def _evaluation_step(config: PipelineConfig, last: Step | None) -> Step:
     step = config.evaluation
-    raw = deep_merge(yaml.safe_load(Path(step.recipe).read_text()), step.overrides)
+    output = config.step_dir("eval", step.output_dir)
+    raw = to_plain(
+        merge(read_yaml(step.recipe, PipelineConfigError), step.overrides), step.recipe, PipelineConfigError
+    )
     raw.setdefault("run_name", config.display_name)
-    evaluation = judge_config(config, last_adapter, raw, config.step_dir("eval", step.output_dir))
-    return run_evaluation(evaluation)
+    judge = judge_config(config, last.output if last else None, raw, output)
+    benchmarks = {name: bench.model_dump(exclude={"path"}) for name, bench in judge.benchmarks.items()}
+    inputs = {"model": fingerprint_path(config.model_name_or_path)}
+    for name, bench in judge.benchmarks.items():
+        source = fingerprint_path(bench.path) if bench.path else get_benchmark_spec(name).hub_source
+        inputs[f"benchmark:{name}"] = source
+    if last is not None:
+        inputs[f"step:{last.name}"] = last.key
+    key_config = {**_judge_key_config(judge), "run_name": judge.run_name, "benchmarks": benchmarks}
+    return Step("evaluation", "eval", output, judge.model_dump(), key_config, inputs, (last.name,) if last else ())
+
+
+def build_steps(config: PipelineConfig) -> list[Step]:
+    """Every configured step, resolved, in order; keys chain through the upstream steps' keys."""
+    steps: dict[str, Step] = {}
+    if config.stage1:
+        steps["stage1"] = _train_step(config, "stage1", config.stage1, {})
+    if config.self_generation:
+        steps["self_generation"] = _generation_step(config, steps["stage1"])
+    if config.stage2:
+        upstream = {name: steps[name] for name in ("self_generation",) if name in steps}
+        if config.stage2.init == "stage1":
+            upstream["stage1"] = steps["stage1"]
+        steps["stage2"] = _train_step(config, "stage2", config.stage2, upstream)
+    if config.evaluation:
+        steps["evaluation"] = _evaluation_step(config, steps.get("stage2") or steps.get("stage1"))
+    return list(steps.values())
+
+
+def is_complete(step: Step) -> bool:
+    if step.kind == "train":
+        return (step.output / TRAIN_COMPLETE_MARKER).is_file()
+    if step.kind == "generate":
+        return step.output.is_file() and step.output.with_name(step.output.name + SUMMARY_SUFFIX).is_file()
+    return (step.output / METRICS_JSON).is_file()
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (``trainer_state.json`` is saved last: one cut short is left out)."""
+    found = [
+        path
+        for path in output_dir.glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    return sorted(found, key=lambda path: int(path.name.split("-")[-1]))
+
+
+def assess(step: Step, runs: dict[str, str]) -> Assessment:
+    """done / partial (same key, unfinished: resumed) / stale (made otherwise: redone) / missing.
+
+    ``runs`` holds the run id of every upstream step that is done; an upstream step that is not done
+    will run again, which makes this one stale too.
+    """
+    record = read_record(step.output)
+    if record is None:
+        if step.kind == "train" and step.output.is_dir() and any(step.output.iterdir()):
+            return Assessment("stale", None, [], [f"{step.output} holds outputs without a provenance record"])
+        return Assessment("missing")
+    config_changes, input_changes = [], []
+    if record.key != step.key:
+        config_changes = differences(record.config, step.key_config)
+        for name in sorted(set(record.inputs) | set(step.inputs)):
+            if record.inputs.get(name) != step.inputs.get(name):
+                what = f"upstream step `{name[5:]}` changed" if name.startswith("step:") else f"`{name}` changed"
+                input_changes.append(what)
+    for name in step.upstream:
+        if f"upstream step `{name}` changed" in input_changes:
+            continue
+        if name not in runs:
+            input_changes.append(f"upstream step `{name}` is not done")
+        elif record.upstream_runs.get(name) != runs[name]:
+            input_changes.append(f"upstream step `{name}` was run again")
+    if record.key != step.key and not config_changes and not input_changes:
+        input_changes.append(f"its key changed ({record.key} -> {step.key})")
+    if config_changes or input_changes:
+        return Assessment("stale", record, config_changes, input_changes)
+    # Complete outputs under a matching record are this key's: outputs of another key are removed before a
+    # new record is written (a crash between the child's end and the record's update loses nothing).
+    return Assessment("done" if is_complete(step) else "partial", record)
+
+
+def plan(steps: list[Step]) -> list[tuple[Step, Assessment]]:
+    """What a run would do now, step by step (a step after one that is not done cannot be done)."""
+    runs: dict[str, str] = {}
+    planned = []
+    for step in steps:
+        assessment = assess(step, runs)
+        if assessment.state == "done":
+            runs[step.name] = assessment.record.run_id
+        planned.append((step, assessment))
+    return planned
+
+
+def format_status(config: PipelineConfig) -> str:
+    """``tract pipeline --status``: one line per step with its state, key and output, and why it is stale."""
+    lines = [f"{config.display_name} ({config.run_dir})", f"{'step':<16} {'state':<8} {'key':<16} output"]
+    for step, assessment in plan(build_steps(config)):
+        lines.append(f"{step.name:<16} {assessment.state:<8} {step.key:<16} {step.output}")
+        lines += [f"{'':<16} - {reason}" for reason in assessment.reasons]
+    return "\n".join(lines)
+
+
+def stale_steps_message(planned: list[tuple[Step, Assessment]]) -> str:
+    stale = [(step, assessment) for step, assessment in planned if assessment.state == "stale"]
+    return "; ".join(f"{step.name} ({', '.join(assessment.reasons)})" for step, assessment in stale)
+
+
+class Runner:
+    """Runs the planned steps in order under one lock; see the module docstring."""
+
+    def __init__(self, lock: RunLock) -> None:
+        self.lock = lock
+        self.runs: dict[str, str] = {}
+
+    def run(self, step: Step) -> None:
+        assessment = assess(step, self.runs)
+        if assessment.state == "done":
+            logger.info_rank0(f"[{step.name}] done in {step.output} (key {step.key}); skipped.")
+            self.runs[step.name] = assessment.record.run_id
+            return
+        if assessment.state == "stale":
+            logger.warning_rank0(f"[{step.name}] redoing {step.output}: {', '.join(assessment.reasons)}.")
+        resume_from = self._prepare(step, assessment)
+        resume = {"resume_from_checkpoint": str(resume_from), "overwrite_output_dir": False} if resume_from else {}
+        config = {**step.config, **resume}  # not overwriting keeps the trainer log of the interrupted part
+        step.config_path.parent.mkdir(parents=True, exist_ok=True)
+        step.config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        record = StepRecord(
+            step=step.name,
+            key=step.key,
+            run_id=uuid.uuid4().hex[:12],
+            state="running",
+            config=step.key_config,
+            inputs=step.inputs,
+            upstream_runs={name: self.runs[name] for name in step.upstream},
+            command=self._command(step),
+            started=now(),
+        )
+        write_record(step.output, record)
+        record.pid = run_child(step.name, record.command, on_start=self.lock.set_child)
+        self.lock.set_child(None)
+        if not is_complete(step):
+            raise RuntimeError(f"[{step.name}] finished without writing its outputs in {step.output}.")
+        record.state, record.finished = "complete", now()
+        write_record(step.output, record)
+        self.runs[step.name] = record.run_id
+
+    def _prepare(self, step: Step, assessment: Assessment) -> Path | None:
+        """Clear what a fresh attempt must not see; for training return the checkpoint to resume, if any."""
+        if step.kind != "train":
+            for stale in (
+                [step.output, step.output.with_name(step.output.name + SUMMARY_SUFFIX)]
+                if step.kind == "generate"
+                else [step.output / METRICS_JSON, step.output / METRICS_CSV]
+            ):
+                stale.unlink(missing_ok=True)
+            return None  # generation and evaluation stores keep only rows of the same key: they resume by row
+        if assessment.record is None and assessment.state == "stale":
+            raise PipelineConfigError(
+                f"[{step.name}] {step.output} holds outputs that tract pipeline did not record "
+                f"(no {record_path(step.output).name}): remove the folder, or give the step another output_dir."
+            )
+        found = checkpoints(step.output)
+        if found and not is_complete(step) and not assessment.input_changes:
+            self._check_resume(step, found[-1])
+            return found[-1]
+        if step.output.exists():
+            shutil.rmtree(step.output)
+        return None
+
+    def _check_resume(self, step: Step, checkpoint: Path) -> None:
+        """A checkpoint resumes only under the exact configuration that wrote it."""
+        recorded_path = step.config_path
+        recorded = yaml.safe_load(recorded_path.read_text()) if recorded_path.is_file() else {}
+        changes = differences(_without_resume_keys(recorded), _without_resume_keys(step.config))
+        if changes:
+            raise PipelineConfigError(
+                f"[{step.name}] {checkpoint} was written under another configuration ({recorded_path}); "
+                f"it differs in {'; '.join(changes)}. Either restore those values to resume from {checkpoint.name}, "
+                f"or remove {step.output} to train from scratch with the new configuration."
+            )
+        logger.info_rank0(f"[{step.name}] resuming from {checkpoint}.")
+
+    @staticmethod
+    def _command(step: Step) -> list[str]:
+        if step.kind == "train":
+            cli = Path(sys.executable).parent / "llamafactory-cli"
+            return [str(cli) if cli.is_file() else "llamafactory-cli", "train", str(step.config_path)]
+        subcommand = "generate" if step.kind == "generate" else "eval"
+        return [sys.executable, "-m", "llamafactory_tract.cli", subcommand, str(step.config_path)]
+
+
+def _without_resume_keys(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if key not in RESUME_KEYS}
+
+
+def locked_folders(config: PipelineConfig, steps: list[Step]) -> list[Path]:
+    """The run folder and every step output (shared steps live outside it)."""
+    return [Path(config.run_dir), *(step.output for step in steps)]
+
+
+def run_pipeline(config: PipelineConfig, refuse_stale: bool = False) -> EvalReport | None:
+    """Run every configured step in order; returns the evaluation report if there is an evaluation."""
+    steps = build_steps(config)
+    with terminate_on_sigterm(), RunLock(locked_folders(config, steps)) as lock:
+        planned = plan(steps)
+        if refuse_stale and any(assessment.state == "stale" for _, assessment in planned):
+            raise PipelineConfigError(
+                f"Stale steps (made by another configuration or from other inputs): {stale_steps_message(planned)}. "
+                "Run without --refuse-stale to redo them and every step after them."
+            )
+        runner = Runner(lock)
+        for step in steps:
+            runner.run(step)
+    evaluation = next((step for step in steps if step.kind == "eval"), None)
+    return load_report(evaluation.output) if evaluation else None

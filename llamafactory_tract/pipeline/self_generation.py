@@ -2,10 +2,11 @@
 
 For every training input the stage-1 model p_s samples one CoT up to the delimiter (paper
 sampling settings); its score is discarded and y* attached. Generation is written to a
-resumable JSONL store per batch (keyed by dataset and row, so a restart re-generates nothing
-already written, and supports shards); only when every row is done is the clean LLaMA-Factory
-dataset written, atomically, with a summary of CoTs that hit the token limit, were empty, or
-were dropped.
+resumable JSONL store per batch (keyed by the judge settings with the adapter's content, and by
+dataset, row and the row's prompt, so a restart re-generates nothing already written, an edited
+row or a retrained adapter is never served a stale CoT, and shards work); only when every row is
+done is the clean LLaMA-Factory dataset written, atomically, with y* and ``drop_forced`` applied
+then, and a summary of CoTs that hit the token limit, were empty, or were dropped.
 """
 
 import json
@@ -14,18 +15,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from llamafactory_tract.data.prometheus import write_jsonl
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
-from llamafactory_tract.eval.config import EvalConfig
+from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, build_eval_config
+from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
+from llamafactory_tract.extras.fingerprint import digest
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
 from llamafactory_tract.judge.loader import load_backend
-from llamafactory_tract.judge.prediction_store import PredictionStore
+from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
 from llamafactory_tract.judge.predictors import example_seed
 from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER
+from llamafactory_tract.pipeline.provenance import dataset_fingerprints
 
 logger = get_logger(__name__)
 
@@ -42,6 +46,11 @@ class TrainingInput:
     row: int
     prompt: JudgePrompt
     score: str
+
+    @property
+    def key(self) -> RecordKey:
+        """Its store key: where it came from and what the model is asked (not y*, attached afterwards)."""
+        return self.dataset, self.row, input_hash({"messages": self.prompt.messages, "system": self.prompt.system})
 
 
 @dataclass
@@ -95,80 +104,85 @@ def shard_of(inputs: list[TrainingInput], shard_index: int, num_shards: int) -> 
     return inputs[shard_index::num_shards]
 
 
-def generate_self_cots(
-    config: EvalConfig,
-    inputs: list[TrainingInput],
-    store_path: Path,
-    drop_forced: bool = False,
-) -> None:
+def generate_self_cots(config: EvalConfig, inputs: list[TrainingInput], store_path: Path) -> None:
     """Sample one CoT per input into the resumable store; rows already stored are not regenerated."""
     store = PredictionStore(store_path, config.prediction_hash())
     done = store.load()
-    pending = [item for item in inputs if (item.dataset, item.row) not in done]
+    pending = [item for item in inputs if item.key not in done]
     if not pending:
         logger.info_rank0(f"D_self: all {len(inputs)} rows already generated in {store_path}.")
         return
-    logger.info_rank0(f"D_self: {len(done)} rows already in {store_path}, generating {len(pending)}.")
+    logger.info_rank0(f"D_self: {len(inputs) - len(pending)} rows already in {store_path}, generating {len(pending)}.")
     backend = load_backend(config, with_cot=True)
     sampling = SamplingConfig(config.temperature, config.top_p, config.repetition_penalty, config.max_new_tokens)
-    score_format = config.score_format
-    with tqdm(total=len(pending), desc="Generating D_self CoTs") as progress:
-        for start in range(0, len(pending), config.batch_size):
-            batch = pending[start : start + config.batch_size]
-            seeds = [example_seed(config.seed, f"{item.dataset}/{item.row}") for item in batch]
-            samples = backend.sample_cots([item.prompt for item in batch], sampling, seeds)
-            records = []
-            for item, sample in zip(batch, samples, strict=True):
-                cot = sample.cot.strip()
-                forced = sample.closed_by != CLOSED_BY_DELIMITER
-                keep = bool(cot) and not (forced and drop_forced)
-                records.append(
-                    {
-                        "benchmark": item.dataset,
-                        "row": item.row,
-                        "instruction": item.prompt.messages[0]["content"],
-                        "system": item.prompt.system,
-                        "output": score_format.format_response(cot, item.score) if keep else None,
-                        "closed_by": sample.closed_by,
-                        "empty_cot": not cot,
-                        "generated_tokens": sample.generated_tokens,
-                    }
+    try:
+        with tqdm(total=len(pending), desc="Generating D_self CoTs") as progress:
+            for start in range(0, len(pending), config.batch_size):
+                batch = pending[start : start + config.batch_size]
+                seeds = [example_seed(config.seed, f"{item.dataset}/{item.row}") for item in batch]
+                samples = backend.sample_cots([item.prompt for item in batch], sampling, seeds, with_scores=False)
+                store.append(
+                    [
+                        {
+                            "benchmark": item.dataset,
+                            "row": item.row,
+                            "input_hash": item.key[2],
+                            "cot": sample.cot.strip(),
+                            "closed_by": sample.closed_by,
+                            "generated_tokens": sample.generated_tokens,
+                        }
+                        for item, sample in zip(batch, samples, strict=True)
+                    ]
                 )
-            store.append(records)
-            progress.update(len(batch))
+                progress.update(len(batch))
+    finally:
+        backend.close()  # the engine and its device memory, before D_self is finalised
 
 
 def finalize_self_dataset(
-    config: EvalConfig, store_paths: list[Path], inputs: list[TrainingInput], output: Path, skipped_inputs: int
+    config: EvalConfig,
+    store_paths: list[Path],
+    inputs: list[TrainingInput],
+    output: Path,
+    skipped_inputs: int,
+    drop_forced: bool,
+    key: str,
 ) -> SelfGenerationSummary:
     """Write the clean LLaMA-Factory dataset (and its summary) once every input has a stored CoT."""
-    records: dict[tuple[str, int], dict[str, Any]] = {}
+    records: dict[RecordKey, dict[str, Any]] = {}
     for path in store_paths:
         records.update(PredictionStore(path, config.prediction_hash()).load())
-    missing = [item for item in inputs if (item.dataset, item.row) not in records]
+    missing = [item for item in inputs if item.key not in records]
     if missing:
         raise RuntimeError(
             f"D_self is incomplete: {len(missing)} of {len(inputs)} inputs have no CoT yet "
             f"(first: dataset '{missing[0].dataset}' row {missing[0].row}); run the generation (all shards) again."
         )
-    ordered = [records[(item.dataset, item.row)] for item in inputs]
-    rows = [
-        {"instruction": record["instruction"], "output": record["output"], "system": record["system"] or ""}
-        for record in ordered
-        if record["output"] is not None
-    ]
-    closed_by = Counter(record["closed_by"] for record in ordered)
+    rows, closed_by, empty = [], Counter(), 0
+    for item in inputs:
+        record = records[item.key]
+        closed_by[record["closed_by"]] += 1
+        empty += not record["cot"]
+        forced = record["closed_by"] != CLOSED_BY_DELIMITER
+        if record["cot"] and not (forced and drop_forced):
+            rows.append(
+                {
+                    "instruction": item.prompt.messages[0]["content"],
+                    "output": config.score_format.format_response(record["cot"], item.score),
+                    "system": item.prompt.system or "",
+                }
+            )
     summary = SelfGenerationSummary(
         inputs=len(inputs),
         written=len(rows),
-        closed_by_force=len(ordered) - closed_by[CLOSED_BY_DELIMITER],
-        empty_cots=sum(record["empty_cot"] for record in ordered),
-        dropped_inputs=skipped_inputs + len(ordered) - len(rows),
+        closed_by_force=len(inputs) - closed_by[CLOSED_BY_DELIMITER],
+        empty_cots=empty,
+        dropped_inputs=skipped_inputs + len(inputs) - len(rows),
         closed_by=dict(closed_by),
     )
     write_jsonl(rows, output)
     summary_path = output.with_name(output.name + SUMMARY_SUFFIX)
-    summary_path.write_text(json.dumps({**asdict(summary), "config_hash": config.prediction_hash()}, indent=2))
+    summary_path.write_text(json.dumps({**asdict(summary), "generation_key": key}, indent=2))
     logger.info_rank0(
         f"D_self written to {output}: {summary.written} of {summary.inputs} inputs; {summary.closed_by_force} CoTs "
         f"closed by force ({summary.closed_by}), {summary.empty_cots} empty, {summary.dropped_inputs} dropped."
@@ -208,53 +222,76 @@ def generate_self_dataset(
 
     Returns the summary when D_self is complete, None while other shards still have rows to do.
     """
-    if self_dataset_is_complete(config, output):
+    key = generation_key(config, dataset, dataset_dir, limit, drop_forced)
+    if self_dataset_is_complete(output, key):
         logger.info_rank0(f"D_self {output} is complete; nothing to generate.")
         return None
     inputs, skipped = load_training_inputs(dataset, dataset_dir, config.score_format, limit)
     if skipped:
         logger.warning_rank0(f"D_self: skipped {len(skipped)} training rows: {'; '.join(skipped[:10])}")
     store = generation_store(output, shard_index, num_shards)
-    generate_self_cots(config, shard_of(inputs, shard_index, num_shards), store, drop_forced)
+    generate_self_cots(config, shard_of(inputs, shard_index, num_shards), store)
     stores = [generation_store(output, index, num_shards) for index in range(num_shards)]
-    done: set[tuple[str, int]] = set()
+    done: set[RecordKey] = set()
     for path in stores:
         done.update(PredictionStore(path, config.prediction_hash()).load())
-    if len(done) < len(inputs):
-        logger.info_rank0(f"D_self: shard {shard_index} done; {len(inputs) - len(done)} rows left in other shards.")
+    left = sum(item.key not in done for item in inputs)
+    if left:
+        logger.info_rank0(f"D_self: shard {shard_index} done; {left} rows left in other shards.")
         return None
-    summary = finalize_self_dataset(config, stores, inputs, output, len(skipped))
+    summary = finalize_self_dataset(config, stores, inputs, output, len(skipped), drop_forced, key)
     write_self_dataset_info(output)
     return summary
 
 
-def self_dataset_is_complete(config: EvalConfig, output: Path) -> bool:
+def generation_key(config: EvalConfig, dataset: str, dataset_dir: str, limit: int | None, drop_forced: bool) -> str:
+    """What a finished D_self was made from: judge settings with the adapter's content, the data's content."""
+    data = dataset_fingerprints(dataset, dataset_dir)
+    return digest([config.prediction_hash(), data, dataset, limit, drop_forced])
+
+
+def self_dataset_is_complete(output: Path, key: str) -> bool:
     summary_path = output.with_name(output.name + SUMMARY_SUFFIX)
     if not (output.is_file() and summary_path.is_file()):
         return False
-    return json.loads(summary_path.read_text()).get("config_hash") == config.prediction_hash()
+    return json.loads(summary_path.read_text()).get("generation_key") == key
 
 
-GENERATION_KEYS = ("dataset", "dataset_dir", "output", "limit", "drop_forced", "shard_index", "num_shards")
+class GenerationSettings(BaseModel):
+    """The ``tract generate`` keys beside the judge settings (model, adapter, backend, sampling)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    """The stage-1 training dataset name (in ``dataset_dir``/dataset_info.json)."""
+    dataset_dir: str = "data"
+    output: str = DEFAULT_OUTPUT
+    limit: int | None = Field(default=None, ge=1)
+    drop_forced: bool = False
+    shard_index: int = Field(default=0, ge=0)
+    num_shards: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check_shard(self) -> "GenerationSettings":
+        if self.shard_index >= self.num_shards:
+            raise ValueError(f"`shard_index` must be below `num_shards` ({self.num_shards}), got {self.shard_index}.")
+        return self
 
 
 def run_generation_config(path: str | Path, overrides: list[str] | None = None) -> SelfGenerationSummary | None:
     """``tract generate``: the generation keys above plus judge settings (model, adapter, backend, sampling)."""
-    from llamafactory_tract.eval.config import EvalConfigError, apply_override, build_eval_config
-
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    for override in overrides or []:
-        apply_override(raw, override)
-    generation = {key: raw.pop(key) for key in GENERATION_KEYS if key in raw}
-    if "dataset" not in generation:
-        raise EvalConfigError(f"{path}: `dataset` (the stage-1 training dataset name) is required.")
+    source = str(path) + (f" (with {' '.join(overrides)})" if overrides else "")
+    merged = merge(read_yaml(path, EvalConfigError), parse_overrides(overrides or [], EvalConfigError))
+    raw = to_plain(merged, source, EvalConfigError)
+    generation = {key: raw.pop(key) for key in GenerationSettings.model_fields if key in raw}
+    settings = validate(GenerationSettings, generation, source, EvalConfigError)
     return generate_self_dataset(
-        build_eval_config(raw, source=str(path)),
-        dataset=generation["dataset"],
-        dataset_dir=generation.get("dataset_dir", "data"),
-        output=Path(generation.get("output", DEFAULT_OUTPUT)),
-        limit=generation.get("limit"),
-        drop_forced=bool(generation.get("drop_forced", False)),
-        shard_index=int(generation.get("shard_index", 0)),
-        num_shards=int(generation.get("num_shards", 1)),
+        build_eval_config(raw, source=source),
+        dataset=settings.dataset,
+        dataset_dir=settings.dataset_dir,
+        output=Path(settings.output),
+        limit=settings.limit,
+        drop_forced=settings.drop_forced,
+        shard_index=settings.shard_index,
+        num_shards=settings.num_shards,
     )

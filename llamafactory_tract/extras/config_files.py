@@ -1,0 +1,114 @@
+"""Config files read the way LLaMA-Factory reads its own: YAML and ``key=value`` overrides through OmegaConf.
+
+The merged mapping is then validated by a pydantic model (typed, nested, unknown keys refused), and
+every problem is reported as one ``TractConfigError`` that names the file and the dotted key, so a
+typo such as ``temprature`` fails before a model loads instead of silently falling back to a default.
+"""
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class TractConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the key."""
+
+
+def read_yaml(path: str | Path, error: type[TractConfigError] = TractConfigError) -> DictConfig:
+    """One YAML mapping; a missing file, bad YAML or a non-mapping top level is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"Config file {path} does not exist.")
+    try:
+        loaded = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+        raise error(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, DictConfig):
+        raise error(f"{path} must contain a mapping of keys to values.")
+    return loaded
+
+
+def parse_overrides(items: list[str], error: type[TractConfigError] = TractConfigError) -> DictConfig:
+    """``key=value`` items (``benchmarks.mt_bench.limit=5`` for nested keys) as an OmegaConf dotlist."""
+    malformed = [item for item in items if "=" not in item or not item.partition("=")[0].strip()]
+    if malformed:
+        raise error(f"Override(s) {malformed} are not of the form key=value.")
+    try:
+        return OmegaConf.from_dotlist(list(items))
+    except OmegaConfBaseException as exc:
+        raise error(f"Invalid override in {items}: {exc}") from exc
+
+
+def merge(*configs: DictConfig | dict[str, Any], error: type[TractConfigError] = TractConfigError) -> DictConfig:
+    """Deep merge left to right (mappings merge key by key, lists and scalars are replaced)."""
+    try:
+        return OmegaConf.merge(*configs)
+    except OmegaConfBaseException as exc:
+        raise error(f"Cannot merge configs: {exc}") from exc
+
+
+def to_plain(config: DictConfig, source: str, error: type[TractConfigError] = TractConfigError) -> dict[str, Any]:
+    """A plain dict with ``${...}`` interpolations resolved."""
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise error(f"{source}: {exc}") from exc
+
+
+def validate(model: type[Model], raw: Any, source: str, error: type[TractConfigError] = TractConfigError) -> Model:
+    """``model`` built from ``raw``; every validation problem is listed with its dotted key."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(model, item) for item in exc.errors()]
+        raise error(f"{source}: " + "; ".join(problems)) from None
+
+
+def _describe(model: type[BaseModel], item: dict[str, Any]) -> str:
+    loc = tuple(str(part) for part in item["loc"])
+    key = ".".join(loc)
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else f" (known keys: {', '.join(known)})"
+        return f"unknown key `{key}`{hint}"
+    if kind == "missing":
+        return f"missing required key `{key}`"
+    message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not key:
+        return message
+    return f"`{key}`: {message} (got {item['input']!r})"
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    """Field names of the model found at ``loc`` (through optional fields and ``dict[str, Model]`` values)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part)
+            current = field.annotation if field else None
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            return []
+    current = _unwrap(current)
+    return sorted(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return options[0] if len(options) == 1 else annotation
+    return annotation

@@ -1,0 +1,97 @@
+"""Step keys: a pipeline output belongs to the configuration and the inputs that produced it.
+
+Every step (stage 1, D_self, stage 2, evaluation) has a key made of its own resolved configuration
+(minus paths and output-only settings) and the fingerprints of what it reads: the seed model, the
+datasets or benchmark files by content, and an upstream step by that step's key. The key, the run
+id of the attempt and the run ids of the upstream outputs it consumed are recorded beside the output
+(``<output>.step.json``), so a step is reused only when all of them still match.
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llamafactory_tract.extras.fingerprint import digest, fingerprint_path
+
+RECORD_SUFFIX = ".step.json"
+
+
+@dataclass
+class StepRecord:
+    step: str
+    key: str
+    run_id: str
+    state: Literal["running", "complete"]
+    config: dict[str, Any]
+    inputs: dict[str, str]
+    upstream_runs: dict[str, str] = field(default_factory=dict)
+    """Run id of every upstream output this attempt read: a rerun upstream step invalidates this one."""
+    command: list[str] = field(default_factory=list)
+    pid: int | None = None
+    started: str = ""
+    finished: str | None = None
+
+
+def step_key(kind: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
+    return digest({"kind": kind, "config": config, "inputs": inputs})
+
+
+def record_path(output: Path) -> Path:
+    return output.with_name(output.name + RECORD_SUFFIX)
+
+
+def read_record(output: Path) -> StepRecord | None:
+    """The record beside ``output``; None if there is none (an unreadable one counts as none)."""
+    path = record_path(output)
+    try:
+        return StepRecord(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_record(output: Path, record: StepRecord) -> None:
+    """Atomically (write then rename), so a crash never leaves half a record."""
+    path = record_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(asdict(record), indent=2, default=str) + "\n")
+    os.replace(partial, path)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs (nested mappings are walked)."""
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        before, after = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes += differences(before, after, f"{prefix}{key}.")
+        elif before != after:
+            changes.append(f"{prefix}{key}: {before!r} -> {after!r}")
+    return changes
+
+
+def dataset_fingerprints(datasets: str | list[str] | None, dataset_dir: str | None) -> dict[str, str]:
+    """``dataset:<name>`` -> its ``dataset_info.json`` entry plus the content of its local file (or folder).
+
+    Hub datasets are identified by their entry (repository id, revision, columns); names missing from
+    the info file are left for LLaMA-Factory to report.
+    """
+    names = [name.strip() for name in datasets.split(",")] if isinstance(datasets, str) else list(datasets or [])
+    info_path = Path(dataset_dir or "data") / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    result = {}
+    for name in names:
+        entry = info.get(name)
+        if entry is None:
+            result[f"dataset:{name}"] = f"unregistered:{name}"
+            continue
+        local = fingerprint_path(info_path.parent / entry["file_name"]) if "file_name" in entry else None
+        result[f"dataset:{name}"] = digest({"entry": entry, "content": local})
+    return result
