@@ -144,10 +144,11 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
-    from llamafactory_tract.demo.run import DEFAULT_DATA_DIR
-
     parser.add_argument(
-        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder with vicuna/mt_bench_eval.json"
+        "--data-dir",
+        type=Path,
+        help="folder with vicuna_eval.json and mt_bench_eval.json (default: $TRACT_SHARED_DATA, else download "
+        "them once from the prometheus-eval repository into ~/.cache/llamafactory-tract)",
     )
     parser.add_argument("--run-root", type=Path, default=Path("saves/demo"), help="where every step writes")
     parser.add_argument("--train-rows", type=int, default=24, help="Vicuna Bench prompts with a GPT-4 CoT to train on")
@@ -155,6 +156,7 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from llamafactory_tract.demo.data_files import DemoDataError
     from llamafactory_tract.demo.run import run_demo
     from llamafactory_tract.extras.config_files import TractConfigError
     from llamafactory_tract.pipeline.child import PipelineStepError
@@ -162,9 +164,29 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     try:
         print(run_demo(args.data_dir, args.run_root, args.train_rows, args.eval_rows))
-    except (FileNotFoundError, TractConfigError, PipelineLockedError, PipelineStepError) as error:
+    except (DemoDataError, FileNotFoundError, TractConfigError, PipelineLockedError, PipelineStepError) as error:
         print(f"tract demo: error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _add_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["curve"], help="curve: Figure 2 (x=raft_lambda) / Figure 3 (x=n_cot)")
+    parser.add_argument("eval_dirs", nargs="+", type=Path, help="finished evaluation folders (with metrics.json)")
+    parser.add_argument("--x", default="n_cot", help="recorded setting on the x axis: n_cot or raft_lambda")
+    parser.add_argument("--metric", default="pearson", help="pearson, spearman, kendall or rmse (benchmark average)")
+    parser.add_argument("--output", type=Path, default=Path("saves/report/curve"), help="writes OUTPUT.txt, .png")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from llamafactory_tract.eval.report import ReportError, write_curve_report
+
+    try:
+        print(write_curve_report(args.eval_dirs, args.x, args.metric, args.output))
+    except ReportError as error:
+        print(f"tract report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"Saved {args.output.with_suffix('.txt')} and {args.output.with_suffix('.png')}")
     return 0
 
 
@@ -178,6 +200,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "pipeline": ("run Algorithm 1 (stage 1, D_self, stage 2, evaluation), resumable", _add_pipeline, _run_pipeline),
     "demo": ("the whole method at CPU scale with SmolLM2-135M and real GPT-4 CoTs", _add_demo, _run_demo),
     "judge": ("grade the rows of a CSV/JSON/JSONL file or hub dataset with expected scores", _add_judge, _run_judge),
+    "report": ("Figure 2/3 curves (metric vs. raft_lambda or n_cot) from finished runs", _add_report, _run_report),
     "serve": ("serve the judge over HTTP (POST /v1/grade), concurrent requests batched", _add_serve, _run_serve),
 }
 

@@ -74,12 +74,47 @@ def test_unreadable_files_and_unknown_benchmarks_fail_clearly(tmp_path):
 
 
 def test_registry_names_hub_sources_for_all_table2_benchmarks():
-    assert set(BENCHMARKS) == {"feedback_bench", "flask", "vicuna_bench", "mt_bench"}
+    table2 = {"feedback_bench", "flask", "vicuna_bench", "mt_bench"}
+    assert set(BENCHMARKS) == table2 | {f"{name}_authors" for name in table2}
     assert BENCHMARKS["feedback_bench"].hub_source == "prometheus-eval/Feedback-Bench"
     assert BENCHMARKS["flask"].hub_source.endswith("eval/benchmark/data/flask_eval.json")
+    assert "/prometheus-eval/dcfb44272d5d" in BENCHMARKS["flask"].hub_source, "pinned to a commit"
+    authors = BENCHMARKS["feedback_bench_authors"]
+    assert authors.hub_source.endswith(
+        "d223302/TRACT/dcb7a649a899274f2c072f7884dc94ad77a6ea19/inference/data/feedback_collection_ood_test.json"
+    )
+    assert authors.title == BENCHMARKS["feedback_bench"].title and authors.clean_instruction
 
 
-@pytest.mark.parametrize("name, file", [("vicuna_bench", "vicuna_eval.json"), ("mt_bench", "mt_bench_eval.json")])
+def test_authors_files_scalar_scores_and_instruction_clean_up(tmp_path):
+    """The authors' OOD Feedback Bench file has one `gpt4_score` number; their loader strips the prompt's tail."""
+    rows = [
+        {"instruction": 'Judge.\n###Feedback: ",  ', "gpt4_score": 4},
+        {"instruction": "Judge.\n###Feedback: ", "gpt4_score": "2"},
+        {"instruction": "Judge.\n###Feedback: ", "gpt4_score": [3, 4]},
+        {"instruction": "Judge.", "gpt4_score": True},
+    ]
+    path = _write(tmp_path / "feedback_collection_ood_test.json", rows)
+    loaded = load_benchmark("feedback_bench_authors", FORMAT, path, skip_malformed=True)
+    assert [(row.instruction, row.ground_truth) for row in loaded] == [
+        ("Judge.\n###Feedback:", 4.0),
+        ("Judge.\n###Feedback:", 2.0),
+        ("Judge.\n###Feedback:", 3.5),
+    ]
+    (kept,) = load_benchmark("vicuna_bench", FORMAT, _write(tmp_path / "v.json", rows[1:2]))
+    assert kept.instruction == "Judge.\n###Feedback: ", "prometheus-eval benchmarks keep the prompt as written"
+    with pytest.raises(BenchmarkDataError, match=r"row 3: `gpt4_score` must be a score or a non-empty list"):
+        load_benchmark("feedback_bench_authors", FORMAT, path)
+
+
+@pytest.mark.parametrize(
+    "name, file",
+    [
+        (name, file)
+        for base, file in (("vicuna_bench", "vicuna_eval.json"), ("mt_bench", "mt_bench_eval.json"))
+        for name in (base, f"{base}_authors")
+    ],
+)
 def test_real_prometheus_files_load_completely(name, file):
     rows = load_benchmark(name, FORMAT, str(require_shared_file(file)))
     assert len(rows) == 320

@@ -120,3 +120,62 @@ def test_table2_rows_have_the_paper_structure(monkeypatch):
     }
     assert predictors["B1_ce_nocot_decode"] == "decode" and predictors["B4_raft_nocot_rail"] == "rail"
     assert predictors["A3_ce_self_decode"] == "cot_decode" and predictors["tract"] == "cot_rail"
+
+
+AUTHORS_MICRO_BATCH = {"mistral": 8, "llama3": 4}  # per_device_train_batch_size of their cot_raft_{mistral,llama}.yaml
+AUTHORS_ROWS = sorted((REPO_ROOT / "yaml_configs" / "table2" / "authors_lambda").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("row", AUTHORS_ROWS, ids=lambda path: f"{path.parent.name}/{path.stem}")
+def test_authors_lambda_rows_scale_the_raft_weight_by_their_micro_batch(row, tmp_path, monkeypatch):
+    """raft_lambda = the authors' lambda / their micro-batch, in every CoT-RAFT stage; CE stages keep 0."""
+    from llamafactory_tract.pipeline.config import load_pipeline_config
+    from llamafactory_tract.pipeline.runner import resolve_training_config
+
+    monkeypatch.chdir(REPO_ROOT)
+    model = row.parent.name
+    config = load_pipeline_config([row])
+    check_pipeline(config, tmp_path)
+    paper_row = REPO_ROOT / "yaml_configs" / "table2" / "rows" / row.name
+    seed = load_pipeline_config([REPO_ROOT / "yaml_configs" / "table2" / "models" / f"{model}.yaml", paper_row])
+    authors_lambda = float(row.stem.rpartition("_")[2]) if row.stem.startswith("figure2") else 1.0
+    assert config.model_name_or_path == seed.model_name_or_path and config.template == seed.template
+    assert "authors_lambda" in config.run_root and config.run_root != seed.run_root
+    for name in ("stage1", "stage2"):
+        step, paper_step = getattr(config, name), getattr(seed, name)
+        assert (step is None) == (paper_step is None)
+        if step is None:
+            continue
+        resolved = resolve_training_config(config, step, tmp_path / name, {})
+        resolved.update(bf16=False)
+        _, _, _, finetuning_args, _ = get_train_args(resolved)
+        paper_lambda = paper_step.overrides.get("raft_lambda", 1.0)
+        expected = 0.0 if paper_lambda == 0 else authors_lambda / AUTHORS_MICRO_BATCH[model]
+        assert finetuning_args.raft_lambda == pytest.approx(expected), (name, paper_lambda)
+        assert Path(step.output_dir or config.run_dir).is_relative_to(config.run_root)
+
+
+def test_authors_lambda_rows_cover_every_cotraft_row_and_the_figure2_grid_for_both_models():
+    for model in AUTHORS_MICRO_BATCH:
+        names = {path.stem for path in AUTHORS_ROWS if path.parent.name == model}
+        expected = {"tract", "A1_cotraft_gpt4_cotrail", "A2_ce_self_cotrail", "A3_ce_self_decode", "A4_stage2_from_ps"}
+        expected |= {"B4_raft_nocot_rail", *(f"figure2_lambda_{value}" for value in ("0.2", "0.5", "2", "5", "10"))}
+        assert names == expected, model
+
+
+@pytest.mark.parametrize("model", SEED_MODELS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("row", PIPELINE_ROWS, ids=lambda path: path.stem)
+def test_every_row_evaluates_on_the_authors_files_with_the_benchmarks_layer(model, row, tmp_path, monkeypatch):
+    from llamafactory_tract.eval.datasets import BENCHMARKS
+    from llamafactory_tract.pipeline.config import load_pipeline_config
+
+    monkeypatch.chdir(REPO_ROOT)
+    layer = REPO_ROOT / "yaml_configs" / "table2" / "benchmarks" / "authors_data.yaml"
+    paper, authors = load_pipeline_config([model, row]), load_pipeline_config([model, row, layer])
+    check_pipeline(authors, tmp_path)
+    assert authors.evaluation.overrides == paper.evaluation.overrides, "the row keeps its predictor and n_cot"
+    benchmarks = yaml.safe_load(Path(authors.evaluation.recipe).read_text())["benchmarks"]
+    assert set(benchmarks) == {f"{name}_authors" for name in ("feedback_bench", "flask", "vicuna_bench", "mt_bench")}
+    assert all(
+        BENCHMARKS[name].clean_instruction and "d223302/TRACT" in BENCHMARKS[name].hub_source for name in benchmarks
+    )

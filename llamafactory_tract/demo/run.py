@@ -7,24 +7,25 @@ few dozen examples make this a smoke-scale run of the method, not a reproduction
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
 from llamafactory_tract.data.prometheus import annotation_rows, write_jsonl
 from llamafactory_tract.data.score_format import ScoreFormat
+from llamafactory_tract.demo.data_files import demo_data_dir
 from llamafactory_tract.demo.smollm2 import LLAMAFACTORY_TEMPLATE, smollm2_hf_dir
-from llamafactory_tract.eval.evaluate import EvalReport, describe_forced_cots
+from llamafactory_tract.eval.evaluate import EvalReport
 from llamafactory_tract.eval.metrics import format_table
 from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER
 from llamafactory_tract.pipeline.config import PipelineConfig, load_pipeline_config
 from llamafactory_tract.pipeline.runner import run_pipeline
+from llamafactory_tract.pipeline.self_generation import SUMMARY_SUFFIX
 
 logger = get_logger(__name__)
 
 DEMO_CONFIGS = Path(__file__).parent / "recipes"
 DEMO_ROWS = ("B2_ce_cot_decode.yaml", "A1_cotraft_gpt4_cotrail.yaml", "tract.yaml")
-DEFAULT_DATA_DIR = Path(os.environ.get("TRACT_SHARED_DATA", "../shared/data/prometheus"))
 ANNOTATION_FILE = "vicuna_eval.json"
 EVALUATION_FILE = "mt_bench_eval.json"
 DATASET_NAME = "vicuna_cot"
@@ -62,27 +63,60 @@ def demo_configs(
     return [load_pipeline_config([DEMO_CONFIGS / row], overrides) for row in DEMO_ROWS]
 
 
-def run_demo(data_dir: Path, run_root: Path, train_rows: int, eval_rows: int) -> str:
+def run_demo(data_dir: Path | None, run_root: Path, train_rows: int, eval_rows: int) -> str:
+    """Run the demo rows and return the table with each run's delimiter fraction (also saved in ``run_root``).
+
+    ``data_dir``: a folder with the Prometheus files; None uses ``TRACT_SHARED_DATA`` or downloads them.
+    """
     started = time.monotonic()
-    missing = [name for name in (ANNOTATION_FILE, EVALUATION_FILE) if not (data_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{', '.join(missing)} not found in {data_dir}: pass --data-dir (the Prometheus eval files, "
-            "eval/benchmark/data/ of the prometheus-eval repository) or set TRACT_SHARED_DATA."
-        )
+    data_dir = demo_data_dir(data_dir)
     seed_model = smollm2_hf_dir()
     dataset_dir = prepare_annotation_dataset(data_dir / ANNOTATION_FILE, run_root, train_rows)
     reports: dict[str, EvalReport] = {}
-    for config in demo_configs(seed_model, dataset_dir, data_dir, run_root, eval_rows):
+    configs = demo_configs(seed_model, dataset_dir, data_dir, run_root, eval_rows)
+    for config in configs:
         logger.info_rank0(f"tract demo: {config.display_name}")
         reports[config.display_name] = run_pipeline(config)
     table = format_table(
         {name: report.per_benchmark for name, report in reports.items()}, {"mt_bench": "MT Bench (CPU demo)"}
     )
-    endings = [
-        f"{name}: {describe_forced_cots(report.closed_by) or 'every CoT ended with the delimiter'}"
-        for name, report in reports.items()
-    ]
-    summary = "\n".join([table, *endings, f"Wall time: {time.monotonic() - started:.0f} s. Outputs in {run_root}."])
+    endings = [f"{name}: {delimiter_fraction(report.closed_by)}" for name, report in reports.items()]
+    d_self = next((config.self_generation.output for config in configs if config.self_generation), None)
+    if d_self:
+        endings.append(f"D_self (stage-1 model on the training prompts): {self_generation_endings(Path(d_self))}")
+    summary = "\n".join(
+        [
+            table,
+            "CoTs that ended with the delimiter on their own (the rest were closed by force and scored there):",
+            *endings,
+            f"Wall time: {time.monotonic() - started:.0f} s. Outputs in {run_root}.",
+        ]
+    )
     (run_root / "demo_table.txt").write_text(summary + "\n")
     return summary
+
+
+def delimiter_fraction(closed_by: dict[str, dict[str, int]]) -> str:
+    """``k of n (p%)`` CoTs that wrote the delimiter themselves, with how the others ended."""
+    counts: dict[str, int] = {}
+    for per_benchmark in closed_by.values():
+        for reason, count in per_benchmark.items():
+            counts[reason] = counts.get(reason, 0) + count
+    return _fraction(counts)
+
+
+def self_generation_endings(d_self: Path) -> str:
+    summary = d_self.with_name(d_self.name + SUMMARY_SUFFIX)
+    if not summary.is_file():
+        return f"no summary at {summary}"
+    return _fraction(json.loads(summary.read_text())["closed_by"])
+
+
+def _fraction(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    if not total:
+        return "no CoTs"
+    own = counts.get(CLOSED_BY_DELIMITER, 0)
+    forced = sorted((reason, count) for reason, count in counts.items() if reason != CLOSED_BY_DELIMITER)
+    others = ", ".join(f"{reason}: {count}" for reason, count in forced)
+    return f"{own} of {total} ({100 * own / total:.0f}%)" + (f"; closed by force: {others}" if others else "")

