@@ -1,0 +1,191 @@
+"""The judge as a Python object, shaped like prometheus-eval's ``PrometheusEval``.
+
+    judge = TractJudge.from_pretrained("mistralai/Mistral-7B-Instruct-v0.2", template="mistral",
+                                       adapter_name_or_path="saves/mistral-7b/tract_stage2")
+    grade = judge.single_absolute_grade(instruction=..., response=..., rubric=..., reference_answer=...)
+    grade.score            # expected score, sum_y y * p(y | prompt, CoT) (paper Eq. 3)
+
+Where it differs from prometheus-eval: the score is read from the score-token distribution after
+``So the overall score is`` (prometheus-eval parses the integer after ``[RESULT]`` from text), so
+each row returns the CoT(s), that distribution and the expected score, plus the decoded score (the
+most probable score value) for comparison, as ``Grade`` objects instead of ``(feedbacks, scores)``.
+The prompt goes through the model's LLaMA-Factory template with its default system prompt, as in
+training, not through fastchat's mistral template with prometheus-eval's ``ABS_SYSTEM_PROMPT``.
+
+Sampling is keyed per row by the prompt text: a row's CoTs depend only on (seed, prompt, CoT
+index), so ``tract judge``, the server and this object grade the same row the same way, whatever
+the batch it lands in. Identical rows get identical grades; change ``seed`` for fresh draws.
+"""
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from llamafactory_tract.eval.config import EvalConfig, build_eval_config
+from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.loader import load_backend
+from llamafactory_tract.judge.predictors import PREDICTORS, JudgePrediction, JudgePredictor
+from llamafactory_tract.judge.prompts import Rubric, absolute_prompt
+
+EXPECTED_SCORE_PREDICTORS = ("cot_rail", "rail")
+
+
+@dataclass
+class Grade:
+    """One graded row; the lists have one entry per CoT (one entry without CoT for ``rail``)."""
+
+    score: float
+    """Expected score: the mean over CoTs of sum_y y * p(y | prompt, CoT)."""
+    decoded_score: float
+    """The mean over CoTs of the most probable score value (what greedy decoding of the score would give)."""
+    cot_scores: list[float]
+    score_probs: list[dict[str, float]]
+    cots: list[str]
+    closed_by: list[str]
+    key: str
+    """Content key of the prompt; it seeds the row's sampling."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_predictor(config: EvalConfig) -> None:
+    if config.predictor not in EXPECTED_SCORE_PREDICTORS:
+        raise ValueError(
+            f"The judge returns expected scores: `predictor` must be one of {list(EXPECTED_SCORE_PREDICTORS)}, "
+            f"got {config.predictor!r} (the decoded score is returned alongside)."
+        )
+
+
+def prompt_key(prompt: str) -> str:
+    """A stable id of a judge prompt, used as the row's sampling key."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+class TractJudge:
+    """A loaded judge; ``absolute_grade`` grades rows with CoT-RAIL (or RAIL) and returns ``Grade`` objects."""
+
+    def __init__(self, backend: JudgeBackend, config: EvalConfig) -> None:
+        _check_predictor(config)
+        self.backend = backend
+        self.config = config
+        self.sampling = SamplingConfig(
+            config.temperature, config.top_p, config.repetition_penalty, config.max_new_tokens
+        )
+        self.values = backend.score_tokens.numeric_values
+
+    @classmethod
+    def from_config(cls, config: EvalConfig) -> "TractJudge":
+        """Load the model of an ``EvalConfig`` (transformers, or vLLM with ``backend: vllm``)."""
+        _check_predictor(config)
+        return cls(load_backend(config, with_cot=PREDICTORS[config.predictor].uses_cot), config)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str,
+        template: str,
+        adapter_name_or_path: str | None = None,
+        **settings: Any,
+    ) -> "TractJudge":
+        """Base model + optional LoRA adapter + LLaMA-Factory template; ``settings`` are ``tract eval`` keys."""
+        raw = {"model_name_or_path": model_name_or_path, "template": template, **settings}
+        if adapter_name_or_path is not None:
+            raw["adapter_name_or_path"] = adapter_name_or_path
+        return cls.from_config(build_eval_config(raw, source="TractJudge.from_pretrained"))
+
+    def close(self) -> None:
+        """Release the engine (vLLM's engine processes hold memory until closed)."""
+        self.backend.close()
+
+    def rows_per_batch(self, n_cot: int) -> int:
+        """Rows per model batch: ``batch_size`` counts sequences, and each row samples ``n_cot`` of them."""
+        return max(1, self.config.batch_size // n_cot) if self.uses_cot else self.config.batch_size
+
+    @property
+    def uses_cot(self) -> bool:
+        return PREDICTORS[self.config.predictor].uses_cot
+
+    def absolute_grade(
+        self,
+        *,
+        instructions: Sequence[str],
+        responses: Sequence[str],
+        rubric: Rubric | Sequence[Rubric],
+        reference_answers: Sequence[str | None] | None = None,
+        n_cot: int | None = None,
+        seed: int | None = None,
+        use_tqdm: bool = False,
+    ) -> list[Grade]:
+        """Grade rows; one rubric for all rows or one per row; ``n_cot``/``seed`` default to the config's."""
+        count = len(instructions)
+        rubrics = [rubric] * count if isinstance(rubric, (str, Mapping)) else list(rubric)
+        references = [None] * count if reference_answers is None else list(reference_answers)
+        for name, items in (("responses", responses), ("rubric", rubrics), ("reference_answers", references)):
+            if len(items) != count:
+                raise ValueError(f"`{name}` has {len(items)} entries for {count} instructions.")
+        prompts = [
+            absolute_prompt(instruction, response, row_rubric, reference)
+            for instruction, response, row_rubric, reference in zip(
+                instructions, responses, rubrics, references, strict=True
+            )
+        ]
+        return self.grade_prompts(prompts, n_cot, seed, use_tqdm)
+
+    def single_absolute_grade(
+        self,
+        instruction: str,
+        response: str,
+        rubric: Rubric,
+        reference_answer: str | None = None,
+        n_cot: int | None = None,
+        seed: int | None = None,
+    ) -> Grade:
+        return self.absolute_grade(
+            instructions=[instruction],
+            responses=[response],
+            rubric=[rubric],
+            reference_answers=[reference_answer],
+            n_cot=n_cot,
+            seed=seed,
+        )[0]
+
+    def grade_prompts(
+        self, prompts: Sequence[str], n_cot: int | None = None, seed: int | None = None, use_tqdm: bool = False
+    ) -> list[Grade]:
+        """Grade ready judge prompts, in model batches of ``rows_per_batch`` (longest first: less padding)."""
+        n_cot = self.config.n_cot if n_cot is None else n_cot
+        seed = self.config.seed if seed is None else seed
+        if n_cot < 1:
+            raise ValueError(f"`n_cot` must be >= 1, got {n_cot}.")
+        predictor = JudgePredictor(
+            self.backend, self.config.predictor, self.sampling, n_cot, seed, self.config.renormalize_scores
+        )
+        order = sorted(range(len(prompts)), key=lambda index: -len(prompts[index]))
+        step = self.rows_per_batch(n_cot)
+        grades: list[Grade | None] = [None] * len(prompts)
+        with tqdm(total=len(prompts), desc="tract judge", unit="row", disable=not use_tqdm) as progress:
+            for start in range(0, len(order), step):
+                batch = order[start : start + step]
+                keys = [prompt_key(prompts[index]) for index in batch]
+                judge_prompts = [JudgePrompt.from_instruction(prompts[index]) for index in batch]
+                for index, key, prediction in zip(batch, keys, predictor.predict(judge_prompts, keys), strict=True):
+                    grades[index] = self._grade(prediction, key)
+                progress.update(len(batch))
+        return grades
+
+    def _grade(self, prediction: JudgePrediction, key: str) -> Grade:
+        decoded = [self.values[int(np.argmax(list(probs.values())))] for probs in prediction.score_probs]
+        return Grade(
+            score=prediction.score,
+            decoded_score=float(np.mean(decoded)),
+            cot_scores=prediction.cot_scores,
+            score_probs=prediction.score_probs,
+            cots=prediction.cots,
+            closed_by=prediction.closed_by,
+            key=key,
+        )

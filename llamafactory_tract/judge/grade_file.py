@@ -1,0 +1,330 @@
+"""``tract judge``: grade every row of a CSV / JSON / JSONL file or a hub dataset, write JSONL or CSV.
+
+Each row becomes an absolute-grading prompt (``judge/prompts.py``) from its instruction, response,
+rubric and optional reference answer; ``columns`` maps those fields to the data's column names. The
+rubric is, in order of precedence: the config's ``rubric`` (for every row), a ``rubric`` column,
+or a ``criteria`` column with ``score1_description`` ... ``score5_description`` columns. A reference
+answer is used when its column exists; then every row needs one. Rows with a missing or empty
+field are reported with their row number (0-based, in file order) and skipped; the run goes on.
+
+Grades are appended per batch to ``<output>.progress.jsonl`` (keyed by row, checked against the
+row's prompt and the judge's settings), so an interrupted run resumes; the output file is written
+at the end, in row order.
+"""
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from tqdm import tqdm
+
+from llamafactory_tract.eval.config import EvalConfigError
+from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.judge.api import TractJudge, prompt_key
+from llamafactory_tract.judge.judge_config import JudgeCommandConfig, load_command_config
+from llamafactory_tract.judge.prediction_store import PredictionStore
+from llamafactory_tract.judge.prompts import RUBRIC_KEYS, InvalidRubric, absolute_prompt, format_rubric
+
+logger = get_logger(__name__)
+
+FIELDS = ("instruction", "response", "reference_answer", "rubric", *RUBRIC_KEYS)
+OUTPUT_FIELDS = ("row", "score", "decoded_score", "cot_scores", "score_probs", "cots", "closed_by")
+OUTPUT_SUFFIXES = (".jsonl", ".csv")
+LOCAL_SUFFIXES = (".csv", ".json", ".jsonl")
+STORE_NAME = "judge"
+MAX_REPORTED_ROWS = 20
+
+
+class GradeFileConfig(JudgeCommandConfig):
+    """``tract judge``: the judge keys (as in ``tract eval``) plus the data's source, columns and output."""
+
+    input: str
+    """A local .csv/.json/.jsonl file, or a hub dataset id (loaded with ``datasets.load_dataset``)."""
+    output: str
+    """Where the grades go: .jsonl or .csv."""
+    split: str = "train"
+    subset: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Our field -> your column, e.g. ``{response: answer}``; unmapped fields use their own name."""
+    rubric: str | dict[str, str] | None = None
+    """One rubric for every row: a string, or criteria + score1_description..score5_description."""
+    keep_columns: list[str] = Field(default_factory=list)
+    """Input columns copied to the output (e.g. your ids)."""
+
+    @field_validator("output")
+    @classmethod
+    def _output_format(cls, value: str) -> str:
+        if Path(value).suffix not in OUTPUT_SUFFIXES:
+            raise ValueError(f"must end with one of {list(OUTPUT_SUFFIXES)}")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"maps unknown field(s) {unknown}; fields are {list(FIELDS)}")
+        return value
+
+    @field_validator("keep_columns")
+    @classmethod
+    def _no_clash(cls, value: list[str]) -> list[str]:
+        clashes = sorted(set(value) & set(OUTPUT_FIELDS))
+        if clashes:
+            raise ValueError(f"{clashes} clash with output fields {list(OUTPUT_FIELDS)}")
+        return value
+
+    @field_validator("rubric")
+    @classmethod
+    def _valid_rubric(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        if value is not None:
+            format_rubric(value)
+        return value
+
+    def column(self, name: str) -> str:
+        return self.columns.get(name, name)
+
+
+@dataclass
+class GradeFileReport:
+    graded: int
+    skipped: list[tuple[int, str]]
+    output: Path
+    progress: Path
+    closed_by: dict[str, int]
+    mean_score: float | None
+
+    def summary(self) -> str:
+        lines = [f"Graded {self.graded} rows -> {self.output} (per-batch progress in {self.progress})."]
+        if self.mean_score is not None:
+            lines.append(f"Mean expected score: {self.mean_score:.3f}.")
+        forced = sum(count for reason, count in self.closed_by.items() if reason != "delimiter")
+        if forced:
+            detail = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.closed_by.items()))
+            lines.append(f"{forced} CoTs were closed without the delimiter ({detail}).")
+        if self.skipped:
+            lines.append(f"Skipped {len(self.skipped)} rows: {_describe(self.skipped)}")
+        return "\n".join(lines)
+
+
+class RowProblem(ValueError):
+    """A row that cannot be graded; the message names the field."""
+
+
+def run_grade_file(items: list[str]) -> GradeFileReport:
+    """Grade the rows that ``items`` (YAML files, key=value overrides) configure; the model loads only if needed."""
+    config = load_command_config(items, GradeFileConfig, "tract judge")
+    judge_config = config.judge_config()
+    records = read_records(config)
+    prompts, skipped = build_prompts(records, config)
+    if skipped:
+        logger.warning_rank0(f"Skipping {len(skipped)} of {len(records)} rows: {_describe(skipped)}")
+    output = Path(config.output)
+    progress_path = output.with_name(output.name + ".progress.jsonl")
+    store = PredictionStore(progress_path, judge_config.prediction_hash())
+    done = {
+        row: record
+        for (_, row, content), record in store.load().items()
+        if row in prompts and content == prompt_key(prompts[row])
+    }
+    pending = [row for row in prompts if row not in done]
+    if pending:
+        found = len(prompts) - len(pending)
+        logger.info_rank0(f"Grading {len(pending)} of {len(prompts)} rows ({found} found in {store.path}).")
+        judge = TractJudge.from_config(judge_config)
+        try:
+            done.update(_grade(judge, prompts, pending, store))
+        finally:
+            judge.close()
+    else:
+        logger.info_rank0(f"All {len(prompts)} rows already graded in {store.path}; writing {output}.")
+    graded = [done[row] for row in sorted(prompts)]
+    write_grades(output, graded, records, config.keep_columns)
+    scores = [record["score"] for record in graded]
+    return GradeFileReport(
+        graded=len(graded),
+        skipped=skipped,
+        output=output,
+        progress=progress_path,
+        closed_by=dict(Counter(reason for record in graded for reason in record["closed_by"])),
+        mean_score=sum(scores) / len(scores) if scores else None,
+    )
+
+
+def _grade(
+    judge: TractJudge, prompts: dict[int, str], pending: list[int], store: PredictionStore
+) -> dict[int, dict[str, Any]]:
+    pending = sorted(pending, key=lambda row: -len(prompts[row]))
+    step = judge.rows_per_batch(judge.config.n_cot)
+    graded: dict[int, dict[str, Any]] = {}
+    with tqdm(total=len(pending), desc="tract judge", unit="row") as progress:
+        for start in range(0, len(pending), step):
+            batch = pending[start : start + step]
+            grades = judge.grade_prompts([prompts[row] for row in batch])
+            new = [
+                {"benchmark": STORE_NAME, "row": row, "input_hash": grade.key, **grade.to_dict()}
+                for row, grade in zip(batch, grades, strict=True)
+            ]
+            store.append(new)
+            graded.update({record["row"]: record for record in new})
+            progress.update(len(batch))
+    return graded
+
+
+def read_records(config: GradeFileConfig) -> list[Any]:
+    """The rows of a local file (by suffix) or of a hub dataset split, first ``limit`` only."""
+    path = Path(config.input).expanduser()
+    if path.is_file():
+        records = _read_local(path)
+    elif path.suffix in LOCAL_SUFFIXES:
+        raise EvalConfigError(f"Input file {path} does not exist.")
+    else:
+        records = _read_hub(config)
+    return records[: config.limit] if config.limit is not None else records
+
+
+def _read_local(path: Path) -> list[Any]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return list(csv.DictReader(handle))
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [_json_line(line) for line in text.splitlines() if line.strip()]
+    if path.suffix != ".json":
+        raise EvalConfigError(f"Input file {path}: unsupported format; use one of {list(LOCAL_SUFFIXES)}.")
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise EvalConfigError(f"{path} is not valid JSON ({error}).") from error
+    if not isinstance(records, list):
+        raise EvalConfigError(f"{path} must contain a JSON list of rows, got {type(records).__name__}.")
+    return records
+
+
+def _json_line(line: str) -> Any:
+    """A row, or the parse error (reported for that row like a missing field)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        return RowProblem(f"not valid JSON ({error})")
+
+
+def _read_hub(config: GradeFileConfig) -> list[dict[str, Any]]:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(config.input, name=config.subset, split=config.split)
+    except Exception as error:  # datasets raises many types (missing repo, split, network)
+        raise EvalConfigError(
+            f"Input {config.input!r} is not a {'/'.join(LOCAL_SUFFIXES)} file, and loading it with "
+            f"datasets.load_dataset (subset={config.subset!r}, split={config.split!r}) failed: {error}"
+        ) from error
+    return [dict(record) for record in dataset]
+
+
+def build_prompts(records: list[Any], config: GradeFileConfig) -> tuple[dict[int, str], list[tuple[int, str]]]:
+    """Prompts by row number, and (row, reason) for each row that cannot be graded."""
+    present = {key for record in records if isinstance(record, dict) for key in record}
+    absent = [column for column in config.keep_columns if column not in present]
+    if absent:
+        columns = sorted(map(str, present))
+        raise EvalConfigError(f"`keep_columns` {absent} are not columns of {config.input}: {columns}.")
+    rubric_source = _rubric_source(config, present)
+    use_reference = config.column("reference_answer") in present
+    prompts: dict[int, str] = {}
+    skipped: list[tuple[int, str]] = []
+    for row, record in enumerate(records):
+        try:
+            prompts[row] = _row_prompt(record, config, rubric_source, use_reference)
+        except (RowProblem, InvalidRubric) as error:
+            skipped.append((row, str(error)))
+    return prompts, skipped
+
+
+def _rubric_source(config: GradeFileConfig, present: set[str]) -> str:
+    if config.rubric is not None:
+        return "config"
+    if config.column("rubric") in present:
+        return "rubric"
+    if config.column("criteria") in present:
+        return "criteria"
+    raise EvalConfigError(
+        f"tract judge: no rubric. Set `rubric` (a string, or criteria + score1..5_description), or map a "
+        f"rubric column (columns.rubric=...) or criteria columns (columns.criteria=..., "
+        f"columns.score1_description=...). Columns in {config.input}: {sorted(map(str, present))}."
+    )
+
+
+def _row_prompt(record: Any, config: GradeFileConfig, rubric_source: str, use_reference: bool) -> str:
+    if isinstance(record, RowProblem):
+        raise record
+    if not isinstance(record, dict):
+        raise RowProblem(f"expected an object with named fields, got {type(record).__name__}")
+    instruction = _text(record, config.column("instruction"))
+    response = _text(record, config.column("response"))
+    reference = _text(record, config.column("reference_answer")) if use_reference else None
+    if rubric_source == "config":
+        rubric = config.rubric
+    elif rubric_source == "rubric":
+        rubric = record.get(config.column("rubric"))
+        if not isinstance(rubric, dict):
+            rubric = _text(record, config.column("rubric"))
+    else:
+        rubric = {key: _text(record, config.column(key)) for key in RUBRIC_KEYS}
+    return absolute_prompt(instruction, response, rubric, reference)
+
+
+def _text(record: dict[str, Any], column: str) -> str:
+    value = record.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowProblem(f"`{column}` is {'missing' if value is None else 'empty'}")
+    if isinstance(value, (dict, list)):
+        raise RowProblem(f"`{column}` must be text, got {type(value).__name__}")
+    return str(value)
+
+
+def write_grades(output: Path, graded: list[dict[str, Any]], records: list[Any], keep_columns: list[str]) -> None:
+    """Write atomically: JSONL keeps the lists; CSV has one probability column per score and one per CoT."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    rows = [
+        {
+            "row": record["row"],
+            **{column: records[record["row"]].get(column) for column in keep_columns},
+            **{key: record[key] for key in OUTPUT_FIELDS[1:]},
+        }
+        for record in graded
+    ]
+    with partial.open("w", encoding="utf-8", newline="") as handle:
+        if output.suffix == ".jsonl":
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            flat = [_flat_row(row) for row in rows]
+            header = list(dict.fromkeys(key for row in flat for key in row))
+            writer = csv.DictWriter(handle, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(flat)
+    partial.replace(output)
+
+
+def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    """CSV cells: probabilities averaged over CoTs (``prob_<score>``), CoTs as ``cot_1``.., reasons joined."""
+    flat = {key: value for key, value in row.items() if key not in ("cot_scores", "score_probs", "cots", "closed_by")}
+    draws = row["score_probs"]
+    for literal in draws[0] if draws else []:
+        flat[f"prob_{literal}"] = sum(probs[literal] for probs in draws) / len(draws)
+    for index, cot in enumerate(row["cots"], start=1):
+        flat[f"cot_{index}"] = cot
+    flat["closed_by"] = ";".join(row["closed_by"])
+    return flat
+
+
+def _describe(skipped: list[tuple[int, str]]) -> str:
+    shown = "; ".join(f"row {row}: {reason}" for row, reason in skipped[:MAX_REPORTED_ROWS])
+    return shown + (f"; ... ({len(skipped) - MAX_REPORTED_ROWS} more)" if len(skipped) > MAX_REPORTED_ROWS else "")

@@ -1,0 +1,1 @@
+"""``tract serve``: the judge over HTTP, concurrent requests graded together in micro-batches."""

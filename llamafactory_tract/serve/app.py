@@ -1,0 +1,107 @@
+"""The judge server: ``POST /v1/grade`` returns CoTs, score distributions and expected scores.
+
+    tract serve yaml_configs/judge_smollm2_cpu.yaml port=8000
+
+A FastAPI app of its own rather than a graft onto ``llamafactory-cli api``: that server speaks the
+OpenAI chat protocol (text out), its ``/v1/score/evaluation`` route serves reward models, and its
+transformers engine answers one request at a time (``MAX_CONCURRENT=1``); serving expected scores
+there would mean patching its private engine classes. Here the judge object of ``judge/api.py``
+is shared as is, so the server grades exactly like ``TractJudge`` and ``tract judge``.
+"""
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from pydantic import Field
+
+from llamafactory_tract.judge.api import TractJudge
+from llamafactory_tract.judge.judge_config import JudgeCommandConfig, load_command_config
+from llamafactory_tract.judge.prompts import absolute_prompt
+from llamafactory_tract.serve.batcher import MicroBatcher
+from llamafactory_tract.serve.schema import GradeRequest
+
+
+class ServeConfig(JudgeCommandConfig):
+    """``tract serve``: the judge keys (as in ``tract eval``) plus where to listen and how to batch."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_batch_rows: int = Field(default=32, ge=1)
+    """Rows gathered into one micro-batch (the model then runs them in batches of ``batch_size`` sequences)."""
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    """How long the first request of a micro-batch waits for others."""
+    max_items_per_request: int = Field(default=64, ge=1)
+    max_n_cot: int = Field(default=8, ge=1)
+
+
+def create_app(judge: TractJudge, config: ServeConfig) -> FastAPI:
+    batcher = MicroBatcher(judge.grade_prompts, config.max_batch_rows, config.max_wait_ms / 1000)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="TRACT judge", lifespan=lifespan)
+    judge_config = judge.config
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": judge_config.model_name_or_path,
+            "adapter": judge_config.adapter_name_or_path,
+            "template": judge_config.template,
+            "backend": judge_config.backend,
+            "predictor": judge_config.predictor,
+            "n_cot": judge_config.n_cot,
+            "seed": judge_config.seed,
+            "pending_rows": batcher.pending_rows,
+            "batches": batcher.batches,
+        }
+
+    @app.post("/v1/grade")
+    async def grade(request: GradeRequest) -> dict[str, Any]:
+        if len(request.items) > config.max_items_per_request:
+            raise HTTPException(
+                status_code=413,
+                detail=f"{len(request.items)} items in one request; this server takes at most "
+                f"{config.max_items_per_request} (max_items_per_request).",
+            )
+        n_cot = judge_config.n_cot if request.n_cot is None else request.n_cot
+        if n_cot > config.max_n_cot:
+            raise HTTPException(
+                status_code=422, detail=f"n_cot={n_cot} exceeds this server's max_n_cot={config.max_n_cot}."
+            )
+        prompts = [
+            absolute_prompt(
+                item.instruction,
+                item.response,
+                item.rubric if isinstance(item.rubric, str) else item.rubric.model_dump(),
+                item.reference_answer,
+            )
+            for item in request.items
+        ]
+        seed = judge_config.seed if request.seed is None else request.seed
+        grades = await batcher.submit(prompts, n_cot, seed)
+        return {
+            "grades": [{"id": item.id, **grade.to_dict()} for item, grade in zip(request.items, grades, strict=True)],
+            "n_cot": n_cot,
+            "seed": seed,
+        }
+
+    return app
+
+
+def run_server(items: list[str]) -> None:
+    """Load the judge, then serve until interrupted."""
+    import uvicorn
+
+    config = load_command_config(items, ServeConfig, "tract serve")
+    judge = TractJudge.from_config(config.judge_config())
+    try:
+        uvicorn.run(create_app(judge, config), host=config.host, port=config.port, log_level="info")
+    finally:
+        judge.close()

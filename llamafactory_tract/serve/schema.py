@@ -1,0 +1,38 @@
+"""Request bodies of the judge server; pydantic refuses malformed ones with a 422 that names the field."""
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+
+class RubricBody(BaseModel):
+    """prometheus-eval's ``SCORE_RUBRIC_TEMPLATE`` fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    criteria: Text
+    score1_description: Text
+    score2_description: Text
+    score3_description: Text
+    score4_description: Text
+    score5_description: Text
+
+
+class GradeItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instruction: Text
+    response: Text
+    rubric: Text | RubricBody
+    reference_answer: Text | None = None
+    id: str | int | None = Field(default=None, description="echoed back; it does not change the grade")
+
+
+class GradeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[GradeItem] = Field(min_length=1)
+    n_cot: int | None = Field(default=None, ge=1, description="CoTs per item (default: the server's)")
+    seed: int | None = Field(default=None, description="sampling seed (default: the server's)")
