@@ -1,6 +1,6 @@
 """TRACT performance benchmark: CoT-RAFT against plain SFT, side by side, in one run.
 
-    python -m benchmarks.run [--out benchmarks/results] [--vocab-size 128256 --seq-len 2048 ...]
+    python -m benchmarks.run [--out benchmarks/results] [--geometry toy|smollm2|llama3-slice] [--parts training]
 
 Training: step time (median after warm-up) and peak memory of ``stage: sft``, ``stage: cotraft``
 with full logits and ``stage: cotraft`` with the chunked loss, each in a fresh process through
@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.geometry import GEOMETRIES, PreparedModel, prepare_model
 from benchmarks.inference import measure_inference
 from benchmarks.judge_rows import judge_rows, write_dataset
 from benchmarks.preprocessing import measure_preprocessing
-from benchmarks.training import CONFIGS, measure_in_subprocess, save_random_llama
+from benchmarks.training import CONFIGS, measure_in_subprocess
+from benchmarks.vllm_inference import measure_vllm_inference, vllm_rows
 
 TARGETS = {"step_time": 1.03, "peak_memory": 1.05, "preprocessing": 0.8, "inference": 1.05}
+PARTS = {"training", "preprocessing", "inference", "vllm"}  # vllm: not in the default --parts
 MIB = 2**20
 
 
@@ -30,10 +33,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the JSON result")
     parser.add_argument("--tokenizer", help="tokenizer folder (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--template", default="smollm2")
+    parser.add_argument(
+        "--geometry",
+        choices=GEOMETRIES,
+        default="toy",
+        help="model shape (see benchmarks/geometry.py; toy: the flags below)",
+    )
+    parser.add_argument(
+        "--parts", default="training,preprocessing,inference", help="comma-separated parts to run (default: all)"
+    )
     parser.add_argument("--vocab-size", type=int, default=128256)
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=None, help="layers of the toy (default 2) or Llama-3 slice (1)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration and repeat")
@@ -45,13 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inference-prompts", type=int, default=8)
     parser.add_argument("--inference-new-tokens", type=int, default=64)
     parser.add_argument("--inference-repeats", type=int, default=3)
+    parser.add_argument("--vllm-model", help="model of --parts vllm (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--vllm-rows", type=int, default=8)
+    parser.add_argument("--vllm-new-tokens", type=int, default=64)
+    parser.add_argument("--vllm-batch-size", type=int, default=4)
+    parser.add_argument("--vllm-config", type=json.loads, default={"enforce_eager": True}, help="vLLM engine options")
+    parser.add_argument("--vllm-hf-threads", type=int, default=1, help="torch threads of the transformers side")
     return parser.parse_args(argv)
 
 
-def benchmark_training(args: argparse.Namespace, tokenizer_dir: str, work_dir: Path) -> dict[str, Any]:
-    model_dir = save_random_llama(
-        Path(tokenizer_dir), work_dir / "model", args.vocab_size, args.hidden_size, args.layers
-    )
+def benchmark_training(args: argparse.Namespace, model_dir: Path, work_dir: Path) -> dict[str, Any]:
     rows = (args.warmup + args.steps) * args.batch_size
     # Prompts longer than seq_len characters exceed seq_len tokens: every sequence is cut to exactly seq_len.
     dataset_dir = write_dataset(work_dir / "data", judge_rows(rows, min_prompt_chars=args.seq_len * 6))
@@ -78,6 +93,9 @@ def benchmark_training(args: argparse.Namespace, tokenizer_dir: str, work_dir: P
         cuda = [r["cuda_peak_allocated_bytes"] for r in results if r["cuda_peak_allocated_bytes"] is not None]
         summary[name] = {
             "median_step_s": statistics.median(timed),
+            "median_step_cpu_s": statistics.median(
+                t for result in results for t in result["step_cpu_times_s"][args.warmup :]
+            ),
             "peak_rss_mib": statistics.median(r["peak_rss_bytes"] for r in results) / MIB,
             "rss_at_train_begin_mib": statistics.median(r["rss_at_train_begin_bytes"] for r in results) / MIB,
             "cuda_peak_allocated_mib": statistics.median(cuda) / MIB if cuda else None,
@@ -97,6 +115,9 @@ def ratio_rows(training: dict[str, Any]) -> list[tuple[str, float, float | None]
         stats = training[name]
         rows.append((f"{name}/sft step time", stats["median_step_s"] / sft["median_step_s"], TARGETS["step_time"]))
         rows.append(
+            (f"{name}/sft step CPU time", stats["median_step_cpu_s"] / sft["median_step_cpu_s"], TARGETS["step_time"])
+        )
+        rows.append(
             (
                 f"{name}/sft peak memory ({memory_key})",
                 stats[memory_key] / sft[memory_key],
@@ -114,32 +135,50 @@ def ratio_rows(training: dict[str, Any]) -> list[tuple[str, float, float | None]
 
 
 def format_report(
-    config: dict[str, Any], training: dict[str, Any], preprocessing: dict[str, Any], inference: dict[str, Any]
+    config: dict[str, Any],
+    model: str,
+    training: dict[str, Any] | None,
+    preprocessing: dict[str, Any] | None,
+    inference: dict[str, Any] | None,
 ) -> str:
     lines = [
-        f"model: random Llama, vocab {config['vocab_size']}, hidden {config['hidden_size']}, "
-        f"{config['layers']} layers, LoRA r8 all; batch {config['batch_size']} x seq {config['seq_len']}; "
+        f"model: {model}, LoRA r8 all; batch {config['batch_size']} x seq {config['seq_len']}; "
         f"median of {config['steps']} x {config['repeats']} steps after {config['warmup']} warm-up",
-        "",
-        "| configuration | median step (s) | peak RSS (MiB) | RSS increase in training (MiB) |",
-        "|---|---|---|---|",
     ]
-    for name, stats in training.items():
-        lines.append(
-            f"| {name} | {stats['median_step_s']:.3f} | {stats['peak_rss_mib']:.0f} "
-            f"| {stats['training_rss_increase_mib']:.0f} |"
-        )
+    if training:
+        lines += [
+            "",
+            "| configuration | median step (s) | step CPU (s) | peak RSS (MiB) | training RSS increase (MiB) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, stats in training.items():
+            lines.append(
+                f"| {name} | {stats['median_step_s']:.3f} | {stats['median_step_cpu_s']:.3f} "
+                f"| {stats['peak_rss_mib']:.0f} | {stats['training_rss_increase_mib']:.0f} |"
+            )
     lines += ["", "| ratio | measured | target |", "|---|---|---|"]
-    for label, value, target in ratio_rows(training):
+    for label, value, target in ratio_rows(training) if training else []:
         verdict = "" if target is None else f"<= {target} ({'met' if value <= target else 'MISSED'})"
         lines.append(f"| {label} | {value:.3f} | {verdict} |")
+    if preprocessing:
+        lines.append(preprocessing_row(preprocessing))
+    if inference:
+        lines += inference_rows(inference)
+    return "\n".join(lines)
+
+
+def preprocessing_row(preprocessing: dict[str, Any]) -> str:
     rates = preprocessing["rows_per_s"]
     ratio = preprocessing["ratio_cotraft_over_supervised"]
     met = "met" if ratio >= TARGETS["preprocessing"] else "MISSED"
-    lines.append(
+    return (
         f"| cotraft/supervised processor rows/s ({rates['cotraft']:.0f} / {rates['supervised']:.0f}, "
         f"{preprocessing['rows']} rows) | {ratio:.3f} | >= {TARGETS['preprocessing']} ({met}) |"
     )
+
+
+def inference_rows(inference: dict[str, Any]) -> list[str]:
+    lines = []
     times, tokens = inference["median_s"], inference["forward_tokens"]
     ratio = inference["ratio_time_cot_rail_over_decode"]
     met = "met" if ratio <= TARGETS["inference"] else "MISSED"
@@ -153,7 +192,7 @@ def format_report(
         f"over prompt + CoT would add {inference['second_pass_tokens_avoided']}) "
         f"| {inference['ratio_tokens_cot_rail_over_decode']:.3f} | |"
     )
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -163,37 +202,70 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from llamafactory_tract.demo.smollm2 import smollm2_hf_dir
 
         tokenizer_dir = str(smollm2_hf_dir())
+    if args.layers is None:
+        args.layers = 1 if args.geometry == "llama3-slice" else 2
+    parts = set(args.parts.split(","))
+    if not parts or parts - PARTS:
+        raise SystemExit(f"--parts: choose from {', '.join(sorted(PARTS))}, got {args.parts!r}")
     config = {key: value for key, value in vars(args).items() if key != "out"}
     started = time.perf_counter()
-    preprocessing = measure_preprocessing(
-        tokenizer_dir,
-        args.template,
-        judge_rows(args.preprocess_rows),
-        cutoff_len=3000,
-        repeats=args.preprocess_repeats,
-    )
-    with tempfile.TemporaryDirectory(prefix="tract_bench_") as work_dir:
-        training = benchmark_training(args, tokenizer_dir, Path(work_dir))
-        inference = measure_inference(
-            str(Path(work_dir) / "model"),
+    preprocessing = training = inference = None
+    if "preprocessing" in parts:
+        preprocessing = measure_preprocessing(
+            tokenizer_dir,
             args.template,
-            [row["instruction"] for row in judge_rows(args.inference_prompts)],
-            args.inference_new_tokens,
-            args.inference_repeats,
-            max_prompt_len=args.seq_len,
+            judge_rows(args.preprocess_rows),
+            cutoff_len=3000,
+            repeats=args.preprocess_repeats,
         )
-    report = format_report(config, training, preprocessing, inference)
+    with tempfile.TemporaryDirectory(prefix="tract_bench_") as work_dir:
+        model: PreparedModel = prepare_model(
+            args.geometry,
+            Path(tokenizer_dir),
+            Path(work_dir) / "model",
+            args.vocab_size,
+            args.hidden_size,
+            args.layers,
+        )
+        if "training" in parts:
+            training = benchmark_training(args, model.model_dir, Path(work_dir))
+        if "inference" in parts:
+            inference = measure_inference(
+                str(model.model_dir),
+                args.template,
+                [row["instruction"] for row in judge_rows(args.inference_prompts)],
+                args.inference_new_tokens,
+                args.inference_repeats,
+                max_prompt_len=args.seq_len,
+            )
+    vllm = None
+    if "vllm" in parts:
+        vllm = measure_vllm_inference(
+            args.vllm_model or tokenizer_dir,
+            args.template,
+            [row["instruction"] for row in judge_rows(args.vllm_rows)],
+            args.vllm_new_tokens,
+            args.vllm_batch_size,
+            max_prompt_len=args.seq_len,
+            vllm_config=args.vllm_config,
+            hf_threads=args.vllm_hf_threads,
+        )
+    report = format_report(config, model.description, training, preprocessing, inference)
+    if vllm:
+        report += "\n" + "\n".join(vllm_rows(vllm))
     result = {
         "config": config,
+        "model": model.description,
         "training": training,
-        "ratios": {label: value for label, value, _ in ratio_rows(training)},
+        "ratios": {label: value for label, value, _ in ratio_rows(training)} if training else {},
         "preprocessing": preprocessing,
         "inference": inference,
+        "vllm": vllm,
         "wall_s": time.perf_counter() - started,
         "table": report,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"benchmark_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    path = args.out / f"benchmark_{args.geometry}_{time.strftime('%Y%m%d_%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
     print(report)
     print(f"\nwritten: {path} ({result['wall_s']:.0f} s)")

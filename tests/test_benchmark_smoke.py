@@ -32,3 +32,36 @@ def test_benchmark_runs_all_configurations_and_writes_json(tiny_model_dirs, tmp_
     assert report["preprocessing"]["rows"] == 8 and report["preprocessing"]["ratio_cotraft_over_supervised"] > 0
     inference = report["inference"]
     assert inference["forward_tokens"]["cot_rail"] > 0 and inference["ratio_time_cot_rail_over_decode"] > 0
+
+
+def test_packing_benchmark_on_real_judge_rows_counts_the_same_judge_tokens_both_ways(smollm2_dir, tmp_path):
+    """Toy model at a tiny width; the rows, tokenizer and batching are the real ones."""
+    from inference_helpers import require_shared_file
+
+    data = require_shared_file("vicuna_eval.json")
+    command = [sys.executable, "-m", "benchmarks.packing", "--data", str(data), "--out", str(tmp_path)]
+    command += ["--rows", "12", "--batch-size", "2", "--hidden-size", "32", "--vocab-size", "49152", "--repeats", "1"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    (written,) = tmp_path.glob("packing_*.json")
+    report = json.loads(written.read_text())
+    unpacked, packed = report["packing"]["unpacked"], report["packing"]["neat_packing"]
+    assert report["table"] in result.stdout
+    assert unpacked["steps"] == 6 and 1 < packed["steps"] < 6  # 12 rows: 6 batches of 2, fewer packed rows
+    assert packed["real_tokens"] == unpacked["real_tokens"]  # the same judge rows, none cut (cutoff 3000)
+    assert packed["fed_tokens"] % 3000 == 0  # LLaMA-Factory pads every packed row to cutoff_len
+    assert unpacked["fed_tokens"] < 6 * 2 * 3000 and 0 < unpacked["padding_share"] < 1
+    assert packed["real_tokens_per_cpu_s"] > 0 and unpacked["real_tokens_per_cpu_s"] > 0
+
+
+def test_gpu_liger_script_stops_at_once_on_cpu_saying_why():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: the script would run the benchmark")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_liger"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "benchmarks.gpu_liger needs a CUDA GPU" in result.stderr

@@ -67,16 +67,29 @@ class JudgeBackend(ABC):
         return self.contexts.score_tokens
 
     @abstractmethod
-    def sample_cots(self, prompts: list[JudgePrompt], sampling: SamplingConfig, seeds: list[int]) -> list[CoTSample]:
-        """One CoT per prompt (repeat a prompt for several CoTs), each with its score probabilities."""
+    def sample_cots(
+        self, prompts: list[JudgePrompt], sampling: SamplingConfig, seeds: list[int], with_scores: bool = True
+    ) -> list[CoTSample]:
+        """One CoT per prompt (repeat a prompt for several CoTs), each with its score probabilities.
+
+        ``with_scores=False`` skips the score step (D_self keeps the CoT and attaches y*); ``score_probs`` stay empty.
+        """
 
     @abstractmethod
     def score_prompts(self, prompts: list[JudgePrompt]) -> list[list[float]]:
         """Score probabilities right after each prompt (plus any gap tokens before the score)."""
 
+    def close(self) -> None:  # noqa: B027 (optional: only engines outside this process need it)
+        """Release the engine and its device memory before the process ends."""
+
 
 def llamafactory_args(config: "EvalConfig") -> tuple["ModelArguments", "DataArguments", "FinetuningArguments"]:
-    """Parse the model part of the eval config with LLaMA-Factory's own inference argument parser."""
+    """Parse the model part of the eval config with LLaMA-Factory's own inference argument parser.
+
+    Always as ``infer_backend: huggingface``, also for ``backend: vllm``: LLaMA-Factory only supplies
+    tokenizer, template and adapter paths here, and its vLLM check (``vllm<=0.11.0``, distribution
+    ``vllm``) would refuse the vLLM this project pins and the CPU build it is tested with.
+    """
     from llamafactory.hparams import get_infer_args
 
     args: dict[str, Any] = {
@@ -84,7 +97,7 @@ def llamafactory_args(config: "EvalConfig") -> tuple["ModelArguments", "DataArgu
         "template": config.template,
         "infer_dtype": config.infer_dtype,
         "trust_remote_code": config.trust_remote_code,
-        "infer_backend": "vllm" if config.backend == "vllm" else "huggingface",
+        "infer_backend": "huggingface",
     }
     if config.adapter_name_or_path:
         args["adapter_name_or_path"] = config.adapter_name_or_path
@@ -94,8 +107,15 @@ def llamafactory_args(config: "EvalConfig") -> tuple["ModelArguments", "DataArgu
     return model_args, data_args, finetuning_args
 
 
-def build_contexts(tokenizer: Any, template: Any, config: "EvalConfig", with_cot: bool) -> ScoreContextBuilder:
+def build_contexts(
+    tokenizer: Any, template: Any, config: "EvalConfig", with_cot: bool, max_prompt_len: int | None = None
+) -> ScoreContextBuilder:
+    """Score contexts with the config's ``max_prompt_len``, or ``max_prompt_len`` when the config leaves it unset."""
     score_tokens = resolve_score_tokens(template, tokenizer, config.score_format, with_cot=with_cot)
     return ScoreContextBuilder(
-        template, tokenizer, score_tokens, config.max_prompt_len, tuple(config.cot_end_markers) if with_cot else ()
+        template,
+        tokenizer,
+        score_tokens,
+        config.max_prompt_len or max_prompt_len,
+        tuple(config.cot_end_markers) if with_cot else (),
     )

@@ -46,11 +46,14 @@ def graft_parser(parser: ModuleType) -> None:
     inference parser gets them too, so ``llamafactory-cli export``/``chat`` read a cotraft run's
     YAML. With ``cotraft_effective_batch_size`` the training arguments are parsed again with the
     derived ``gradient_accumulation_steps``, so everything computed from it (DeepSpeed's batch) agrees.
+    ``get_train_args`` runs our checks, then LLaMA-Factory's with ``cotraft`` presented as the
+    SFT-shaped stage it is (its ``neat_packing`` check allows SFT only), and gives the name back.
     """
     original = parser._parse_train_args
 
     @wraps(original)
     def _parse_train_args(args=None):
+        from llamafactory_tract.hparams.cotraft_checks import check_cotraft_arguments
         from llamafactory_tract.hparams.effective_batch import derived_gradient_accumulation
 
         _use_tract_arguments(parser)
@@ -58,11 +61,27 @@ def graft_parser(parser: ModuleType) -> None:
         parsed = original(args)
         _, _, training_args, finetuning_args, _ = parsed
         steps = derived_gradient_accumulation(training_args, finetuning_args)
-        if steps is None or steps == training_args.gradient_accumulation_steps:
-            return parsed
-        return original(_with_override(args, "gradient_accumulation_steps", steps))
+        if steps is not None and steps != training_args.gradient_accumulation_steps:
+            parsed = original(_with_override(args, "gradient_accumulation_steps", steps))
+        model_args, data_args, training_args, finetuning_args, _ = parsed
+        if finetuning_args.stage == COTRAFT_STAGE:
+            check_cotraft_arguments(model_args, data_args, training_args)
+            setattr(finetuning_args, DISPATCHED_AS, COTRAFT_STAGE)
+            finetuning_args.stage = DISPATCH_STAGE
+        return parsed
 
     parser._parse_train_args = _parse_train_args
+    original_get_train_args = parser.get_train_args
+
+    @wraps(original_get_train_args)
+    def get_train_args(args=None):
+        parsed = original_get_train_args(args)
+        finetuning_args = parsed[3]
+        if getattr(finetuning_args, DISPATCHED_AS, None) == COTRAFT_STAGE:
+            finetuning_args.stage = COTRAFT_STAGE
+        return parsed
+
+    parser.get_train_args = get_train_args
     for name in ("_parse_infer_args", "_parse_eval_args"):
         setattr(parser, name, _after_tract_arguments(parser, getattr(parser, name)))
 
@@ -163,9 +182,40 @@ def graft_loader(loader: ModuleType) -> None:
             return dataset
         from llamafactory_tract.data.validation import drop_invalid_rows
 
-        return drop_invalid_rows(dataset, data_args, is_eval)
+        dataset = drop_invalid_rows(dataset, data_args, is_eval)
+        if not data_args.neat_packing or is_eval:  # evaluation rows stay single: per-row metrics
+            return dataset
+        from llamafactory_tract.data.packing import pack_judge_rows
+
+        packer = original_processor(data_args, "sft", template, tokenizer, processor)
+        return pack_judge_rows(dataset, lambda rows: _pack_encoded_rows(packer, rows), data_args, training_args)
 
     loader._get_preprocessed_dataset = _get_preprocessed_dataset
+
+
+def _pack_encoded_rows(packer: Any, rows: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """LLaMA-Factory's ``PackedSupervisedDatasetProcessor`` packing rows that are already encoded.
+
+    Its ``preprocess_dataset`` encodes each well-formed row with ``_encode_data_example`` and then
+    packs; here that encoder hands back the ``cotraft`` encodings in order, and the converter columns
+    it reads are given the one-prompt/one-response shape it checks for.
+    """
+    encodings = iter(zip(rows["input_ids"], rows["labels"], strict=True))
+    packer._encode_data_example = lambda **_: [list(ids) for ids in next(encodings)]
+    count = len(rows["input_ids"])
+    examples = {
+        "_prompt": [[{}]] * count,
+        "_response": [[{}]] * count,
+        "_system": [None] * count,
+        "_tools": [None] * count,
+        "_images": rows["images"],
+        "_videos": rows["videos"],
+        "_audios": rows["audios"],
+    }
+    packed = packer.preprocess_dataset(examples)
+    if next(encodings, None) is not None:
+        raise RuntimeError("LLaMA-Factory's packed processor skipped encoded cotraft rows")
+    return packed
 
 
 def graft_tuner(tuner: ModuleType) -> None:

@@ -113,8 +113,8 @@ def chunked_cotraft_loss(
     ce_sum = linear_cross_entropy_sum(
         hidden_states[labelled], lm_head_weight, lm_head_bias, shifted_labels[labelled], chunk_size
     )
-    rows = torch.arange(hidden_states.size(0), device=hidden_states.device)
-    score_hidden = hidden_states[rows, (score_index - 1).clamp(min=0)]
+    rows = torch.arange(hidden_states.size(0), device=hidden_states.device).view(-1, *[1] * (score_index.dim() - 1))
+    score_hidden = hidden_states[rows, (score_index - 1).clamp(min=0)]  # [B, H] or, packed, [B, K, H]
     score_logits = F.linear(score_hidden, lm_head_weight, lm_head_bias)
     expected = expected_scores_from_logits(score_logits, score_token_ids, score_values)
     squared_error = (expected - score_target.to(expected.dtype)).square()

@@ -1,4 +1,4 @@
-"""Batching for ``cotraft``: LLaMA-Factory's SFT collator plus the score position and target."""
+"""Batching for ``cotraft``: LLaMA-Factory's SFT collator plus the score positions and targets."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -6,23 +6,36 @@ from typing import Any
 import torch
 from llamafactory.data import SFTDataCollatorWith4DAttentionMask
 
+NO_SCORE = -1
+
 
 @dataclass
 class CoTRaftDataCollator(SFTDataCollatorWith4DAttentionMask):
-    """Pads like the SFT collator and adds ``score_index`` (shifted by left padding) and float32 ``score_target``.
+    """Pads like the SFT collator and adds ``score_index`` / float32 ``score_target``, both [batch, K].
 
-    The score fields are added after the parent call so they are not cast to the compute dtype
-    (a bf16 target would lose precision for non-integer scores).
+    K is 1 for plain rows; a row packed with ``neat_packing`` carries one score per judge row in it,
+    and rows with fewer are filled with ``NO_SCORE`` (no squared error). Indices are shifted by left
+    padding. The score fields are added after the parent call so they are not cast to the compute
+    dtype (a bf16 target would lose precision for non-integer scores).
     """
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         lengths = [len(feature["input_ids"]) for feature in features]
-        score_index = [feature.pop("score_index") for feature in features]
-        score_target = [feature.pop("score_target") for feature in features]
+        score_index = [_as_list(feature.pop("score_index")) for feature in features]
+        score_target = [_as_list(feature.pop("score_target")) for feature in features]
         batch = super().__call__(features)
         padded_length = batch["input_ids"].size(1)
-        offsets = [padded_length - length if self.tokenizer.padding_side == "left" else 0 for length in lengths]
-        shifted = [index + offset if index >= 0 else -1 for index, offset in zip(score_index, offsets, strict=True)]
+        width = max(len(indices) for indices in score_index)
+        shifted, targets = [], []
+        for indices, values, length in zip(score_index, score_target, lengths, strict=True):
+            offset = padded_length - length if self.tokenizer.padding_side == "left" else 0
+            filler = width - len(indices)
+            shifted.append([index + offset if index >= 0 else NO_SCORE for index in indices] + [NO_SCORE] * filler)
+            targets.append(list(values) + [0.0] * filler)
         batch["score_index"] = torch.tensor(shifted, dtype=torch.long)
-        batch["score_target"] = torch.tensor(score_target, dtype=torch.float32)
+        batch["score_target"] = torch.tensor(targets, dtype=torch.float32)
         return batch
+
+
+def _as_list(value: int | float | list) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]

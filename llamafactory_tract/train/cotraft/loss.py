@@ -20,9 +20,9 @@ class CoTRaftLoss(NamedTuple):
     ce_sum: torch.Tensor
     """Summed token cross-entropy over the CoT and end-of-turn tokens of this micro-batch."""
     squared_error_sum: torch.Tensor
-    """Summed (expected score - y*)^2 over the scored sequences of this micro-batch."""
+    """Summed (expected score - y*)^2 over the scored judge rows of this micro-batch."""
     expected_scores: torch.Tensor
-    """Per-sequence expected score under the full-vocabulary softmax, shape [batch]."""
+    """Expected score of each judge row under the full-vocabulary softmax, shaped like ``score_index``."""
 
 
 def upcast_half(tensor: torch.Tensor) -> torch.Tensor:
@@ -56,9 +56,10 @@ def cotraft_loss(
     """CoT-RAFT loss of one micro-batch, normalised by effective-batch counts.
 
     logits: [B, T, V]; labels: [B, T] with the prompt and the score token set to IGNORE_INDEX;
-    score_index: [B] index of the score token in the sequence (-1: no score, contributes no squared error);
-    score_target: [B] y*; ce_normalizer / raft_normalizer: number of CE tokens / scored sequences in the
-    effective batch. Labels are shifted instead of logits, so no copy of the logits is made here.
+    score_index: [B] or [B, K] index of each score token in its row (K judge rows packed in one row;
+    -1: no score, contributes no squared error); score_target: y*, shaped like score_index;
+    ce_normalizer / raft_normalizer: number of CE tokens / scored judge rows in the effective batch.
+    Labels are shifted instead of logits, so no copy of the logits is made here.
 
     Memory: one log-softmax and one gather serve both terms, so backward allocates a single
     [B*T, V] gradient buffer, as plain SFT's cross-entropy does (a second gather on the logits
@@ -69,7 +70,8 @@ def cotraft_loss(
     log_probs = torch.log_softmax(upcast_half(logits.reshape(-1, vocab_size)), dim=-1)
     labelled = shifted_labels.ne(IGNORE_INDEX)
     positions = torch.arange(batch_size * length, device=logits.device)
-    score_rows = torch.arange(batch_size, device=logits.device) * length + (score_index - 1).clamp(min=0)
+    row_starts = torch.arange(batch_size, device=logits.device)[:, None] * length
+    score_rows = (row_starts + (score_index.view(batch_size, -1) - 1).clamp(min=0)).reshape(-1)
     flat_indices = torch.cat(
         [
             positions * vocab_size + shifted_labels.clamp(min=0),
@@ -78,8 +80,8 @@ def cotraft_loss(
     )
     picked = log_probs.reshape(-1).take(flat_indices)
     ce_sum = -torch.where(labelled, picked[: positions.numel()], torch.zeros_like(picked[:1])).sum()
-    score_probs = picked[positions.numel() :].view(batch_size, -1).exp()
-    expected = score_probs @ score_values.to(score_probs.dtype)
+    score_probs = picked[positions.numel() :].view(score_rows.numel(), -1).exp()
+    expected = (score_probs @ score_values.to(score_probs.dtype)).view(score_index.shape)
     squared_error = (expected - score_target.to(expected.dtype)).square()
     squared_error_sum = torch.where(score_index > 0, squared_error, torch.zeros_like(squared_error)).sum()
     loss = ce_sum / ce_normalizer + raft_lambda * squared_error_sum / raft_normalizer

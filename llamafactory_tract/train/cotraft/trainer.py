@@ -145,10 +145,10 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
         ce_tokens = labels.ne(IGNORE_INDEX).sum(dim=1).float()
         # Only sums over sequences are reported, so sharing the batch's CE sum by token count is exact.
         ce_share = ce_tokens / ce_tokens.sum().clamp(min=1.0)
-        per_sequence = torch.stack(
-            [parts.expected_scores, score_target.float(), parts.ce_sum.detach() * ce_share, ce_tokens], dim=1
-        )
-        return parts.loss.detach(), per_sequence, score_target
+        # Evaluation rows are never packed (one score per row), so [B, 1] views as [B].
+        expected, target = parts.expected_scores.view(len(labels)), score_target.view(len(labels)).float()
+        per_sequence = torch.stack([expected, target, parts.ce_sum.detach() * ce_share, ce_tokens], dim=1)
+        return parts.loss.detach(), per_sequence, target
 
     @override
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:

@@ -19,7 +19,7 @@ from llamafactory_tract.train.cotraft.trainer import LOSS_PART_KEYS, CoTRaftTrai
 if TYPE_CHECKING:
     from llamafactory.data import Template
     from llamafactory.data.data_utils import DatasetModule
-    from llamafactory.hparams import DataArguments, GeneratingArguments, ModelArguments
+    from llamafactory.hparams import GeneratingArguments, ModelArguments
     from llamafactory.model.loader import TokenizerModule
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
 
@@ -29,14 +29,6 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 EVAL_METRIC_KEYS = ("loss", *LOSS_PART_KEYS, "rmse", "pearson")
-
-
-def check_cotraft_arguments(data_args: "DataArguments", training_args: "Seq2SeqTrainingArguments") -> None:
-    """Reject options that would silently break the score position."""
-    if data_args.packing or data_args.neat_packing:
-        raise ValueError("`packing`/`neat_packing` are not supported by stage `cotraft` (one score per sequence).")
-    if training_args.predict_with_generate or training_args.do_predict:
-        raise ValueError("Stage `cotraft` does not generate; use `tract eval` to score with CoT-RAIL.")
 
 
 def load_cotraft_dataset(
@@ -85,7 +77,6 @@ def run_cotraft(
     generating_args: "GeneratingArguments",
     callbacks: list["TrainerCallback"] | None = None,
 ) -> None:
-    check_cotraft_arguments(data_args, training_args)
     logger.info_rank0(f"CoT-RAFT: raft_lambda={finetuning_args.raft_lambda}")
     tokenizer_module = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
@@ -101,6 +92,7 @@ def run_cotraft(
         pad_to_multiple_of=8 if training_args.do_train else None,
         label_pad_token_id=IGNORE_INDEX,
         block_diag_attn=model_args.block_diag_attn,
+        neat_packing=data_args.neat_packing,
         attn_implementation=getattr(model.config, "_attn_implementation", None),
         compute_dtype=model_args.compute_dtype,
         **tokenizer_module,
