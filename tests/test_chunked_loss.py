@@ -1,3 +1,17 @@
+# Copyright 2026 the llamafactory-tract authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The chunked loss equals ``cotraft_loss`` on full logits: values and gradients, unit to trainer level."""
 
 import inspect
@@ -24,7 +38,7 @@ from llamafactory_tract.train.cotraft.final_hidden_states import (
     chunked_loss_blocker,
     forward_final_hidden_states,
 )
-from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, cotraft_loss
+from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, cotraft_loss, expected_scores_from_logits
 
 SCORE_IDS = torch.tensor([11, 12, 13, 14, 15])
 SCORE_VALUES = torch.arange(1.0, 6.0)
@@ -81,6 +95,33 @@ def test_loss_parts_and_gradients_match_full_logits_in_float64(chunk_size):
         strict=True,
     ):
         assert expected.abs().max() > 0
+        torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_packed_rows_with_several_scores_match_full_logits_and_score_each_judge_row():
+    """score_index [B, K] (neat_packing): K judge rows per row, -1 filling rows with fewer."""
+    torch.manual_seed(2)
+    vocab, hidden_size = 97, 8
+    hidden = torch.randn(2, 41, hidden_size, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(vocab, hidden_size, dtype=torch.float64, requires_grad=True)
+    kwargs = {
+        **loss_kwargs(judge_batch(vocab, batch=2)),
+        "score_index": torch.tensor([[12, 30], [25, -1]]),
+        "score_target": torch.tensor([[4.0, 2.0], [5.0, 0.0]]),
+    }
+    logits = torch.nn.functional.linear(hidden, weight)
+    full = cotraft_loss(logits=logits, **kwargs)
+    chunked = chunked_cotraft_loss(hidden, weight, None, chunk_size=16, **kwargs)
+
+    for name in ("loss", "squared_error_sum", "expected_scores"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(full, name), rtol=1e-12, atol=1e-10)
+    # Each score is read from the position before it; the -1 filler adds no squared error.
+    rows = expected_scores_from_logits(logits[[0, 0, 1], [11, 29, 24]].detach(), SCORE_IDS, SCORE_VALUES)
+    torch.testing.assert_close(full.expected_scores[[0, 0, 1], [0, 1, 0]], rows)
+    squared = (rows - torch.tensor([4.0, 2.0, 5.0], dtype=torch.float64)).square().sum()
+    torch.testing.assert_close(full.squared_error_sum.detach(), squared)
+    full_grads = torch.autograd.grad(full.loss, (hidden, weight))
+    for expected, actual in zip(full_grads, torch.autograd.grad(chunked.loss, (hidden, weight)), strict=True):
         torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
 
 

@@ -1,3 +1,17 @@
+# Copyright 2026 the llamafactory-tract authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``tract eval`` end to end: config parsing, the table and files, resuming, and real rows with SmolLM2."""
 
 import json
@@ -129,7 +143,7 @@ def test_eval_writes_table_and_files_and_resumes(tmp_path, capsys):
 
 def test_malformed_benchmark_fails_before_loading_the_model(tmp_path, capsys):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"instruction": "x", "gpt4_score": [4]}, {"instruction": "y", "gpt4_score": "5"}]))
+    bad.write_text(json.dumps([{"instruction": "x", "gpt4_score": [4]}, {"instruction": "y", "gpt4_score": []}]))
     config = _write_config(
         tmp_path / "eval.yaml",
         model_name_or_path="/nonexistent",
@@ -137,7 +151,7 @@ def test_malformed_benchmark_fails_before_loading_the_model(tmp_path, capsys):
         benchmarks={"mt_bench": {"path": str(bad)}},
     )
     assert main(["eval", config]) == 2
-    assert "row 1: `gpt4_score` must be a non-empty list" in capsys.readouterr().err
+    assert "row 1: `gpt4_score` must be a score or a non-empty list of scores, got []" in capsys.readouterr().err
 
 
 def test_tract_eval_on_real_rows_with_smollm2(tmp_path, capsys):
