@@ -51,14 +51,3 @@ def annotation_rows(
                 }
             )
     return rows
-
-
-def write_jsonl(rows: list[dict], path: Path) -> Path:
-    """Write atomically, so an interrupted run never leaves a half file that looks complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    partial.replace(path)
-    return path

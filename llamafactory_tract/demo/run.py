@@ -24,12 +24,13 @@ import json
 import time
 from pathlib import Path
 
-from llamafactory_tract.data.prometheus import annotation_rows, write_jsonl
+from llamafactory_tract.data.prometheus import annotation_rows
 from llamafactory_tract.data.score_format import ScoreFormat
 from llamafactory_tract.demo.data_files import demo_data_dir
 from llamafactory_tract.demo.smollm2 import LLAMAFACTORY_TEMPLATE, smollm2_hf_dir
 from llamafactory_tract.eval.evaluate import EvalReport
 from llamafactory_tract.eval.metrics import format_table
+from llamafactory_tract.extras.jsonl import write_jsonl
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER
 from llamafactory_tract.pipeline.config import PipelineConfig, load_pipeline_config

@@ -32,11 +32,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from llamafactory_tract.data.prometheus import write_jsonl
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
 from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, build_eval_config
 from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
 from llamafactory_tract.extras.fingerprint import digest
+from llamafactory_tract.extras.jsonl import write_jsonl
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
 from llamafactory_tract.judge.loader import load_backend
