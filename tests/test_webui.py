@@ -218,7 +218,9 @@ def test_llamaboard_trains_cotraft_from_the_browser(board, page, tiny_model_dirs
     page.get_by_role("button", name="Start").click()
     output_dir = workdir / "saves" / "Custom" / "lora" / run_name
     wait_for_run(page, output_dir)
-    # The board drew the loss curve: a matplotlib figure, shown as an image in its Loss panel.
+    # The board drew the loss curve: a matplotlib figure, shown as an image in its Loss panel. The plot
+    # refreshes on the board's polling timer, so it may appear a moment after "Finished.".
+    page.locator("[data-testid=matplotlib] img:visible").first.wait_for(state="visible")
     assert page.locator("[data-testid=matplotlib] img:visible").count() == 1
     page.add_style_tag(content="[data-testid=toast-body] { display: none !important; }")  # notifications off
     page.screenshot(path=str(tmp_path / "llamaboard_cotraft.png"), full_page=True)
