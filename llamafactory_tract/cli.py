@@ -185,14 +185,27 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _add_report(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=["curve"], help="curve: Figure 2 (x=raft_lambda) / Figure 3 (x=n_cot)")
-    parser.add_argument("eval_dirs", nargs="+", type=Path, help="finished evaluation folders (with metrics.json)")
-    parser.add_argument("--x", default="n_cot", help="recorded setting on the x axis: n_cot or raft_lambda")
-    parser.add_argument("--metric", default="pearson", help="pearson, spearman, kendall or rmse (benchmark average)")
-    parser.add_argument("--output", type=Path, default=Path("saves/report/curve"), help="writes OUTPUT.txt, .png")
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    curve = kinds.add_parser("curve", help="Figure 2 (x=raft_lambda) / Figure 3 (x=n_cot) from evaluation folders")
+    curve.add_argument("eval_dirs", nargs="+", type=Path, help="finished evaluation folders (with metrics.json)")
+    curve.add_argument("--x", default="n_cot", help="recorded setting on the x axis: n_cot or raft_lambda")
+    curve.add_argument("--metric", default="pearson", help="pearson, spearman, kendall or rmse (benchmark average)")
+    curve.add_argument("--output", type=Path, default=Path("saves/report/curve"), help="writes OUTPUT.txt, .png")
+    table3 = kinds.add_parser("table3", help="Table 3: RMSE with the training CoT vs. a self-generated one")
+    table3.add_argument(
+        "configs",
+        nargs="+",
+        metavar="CONFIG.yaml|key=value",
+        help="Table 3 YAMLs merged left to right, then key=value overrides, e.g. yaml_configs/table3.yaml "
+        "rows.stage1.limit=100",
+    )
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    return {"curve": _run_report_curve, "table3": _run_report_table3}[args.kind](args)
+
+
+def _run_report_curve(args: argparse.Namespace) -> int:
     from llamafactory_tract.eval.report import ReportError, write_curve_report
 
     try:
@@ -201,6 +214,21 @@ def _run_report(args: argparse.Namespace) -> int:
         print(f"tract report: error: {error}", file=sys.stderr)
         return 2
     print(f"Saved {args.output.with_suffix('.txt')} and {args.output.with_suffix('.png')}")
+    return 0
+
+
+def _run_report_table3(args: argparse.Namespace) -> int:
+    from llamafactory_tract.eval.config import EvalConfigError
+    from llamafactory_tract.eval.table3 import TABLE_NAME, format_table3, load_table3_config, run_table3
+
+    try:
+        config = load_table3_config(args.configs)
+        lines = run_table3(config)
+    except EvalConfigError as error:
+        print(f"tract report table3: error: {error}", file=sys.stderr)
+        return 2
+    print(format_table3(lines))
+    print(f"Saved {TABLE_NAME}.txt, .csv, .json, .png and each row's predictions.jsonl in {config.output_dir}")
     return 0
 
 
@@ -214,7 +242,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "pipeline": ("run Algorithm 1 (stage 1, D_self, stage 2, evaluation), resumable", _add_pipeline, _run_pipeline),
     "demo": ("the whole method at CPU scale with SmolLM2-135M and real GPT-4 CoTs", _add_demo, _run_demo),
     "judge": ("grade the rows of a CSV/JSON/JSONL file or hub dataset with expected scores", _add_judge, _run_judge),
-    "report": ("Figure 2/3 curves (metric vs. raft_lambda or n_cot) from finished runs", _add_report, _run_report),
+    "report": ("Figure 2/3 curves, Table 3 (training vs. self-generated CoTs) from runs", _add_report, _run_report),
     "serve": ("serve the judge over HTTP (POST /v1/grade), concurrent requests batched", _add_serve, _run_serve),
 }
 

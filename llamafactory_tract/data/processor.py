@@ -19,7 +19,9 @@ build them, except that the score token is masked out of the labels and its posi
 target score are stored (``score_index``, ``score_target``). Like LLaMA-Factory's processors it
 is built from ``(template, tokenizer, processor, data_args)``, with our keys in ``data_args``.
 Rows that cannot be trained on correctly are not dropped here: they keep a reason, and
-``validation.py`` reports and filters them (streaming datasets included).
+``validation.py`` reports and filters them (streaming datasets included). The TRACT authors' opt-in
+data rules (``authors_rules.py``) are applied here too, and each row records what they did so the
+counts can be reported.
 """
 
 from collections import defaultdict
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from llamafactory.data.processor.processor_utils import DatasetProcessor
 from llamafactory.extras.constants import IGNORE_INDEX
 
+from llamafactory_tract.data.authors_rules import has_delimiter, missing_delimiter_reason
 from llamafactory_tract.data.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
 from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse
 from llamafactory_tract.data.score_tokens import ScoreTokens, locate_score_token, resolve_score_tokens
@@ -38,6 +41,10 @@ if TYPE_CHECKING:
 
 INVALID_REASON_COLUMN = "tract_invalid_reason"
 TRUNCATED_COLUMN = "tract_prompt_truncated"
+PROMPT_REWRITTEN_COLUMN = "tract_prompt_rewritten"
+REFERENCE_COLUMN = "tract_reference_removed"
+# REFERENCE_COLUMN values: the rule is off or was not reached, the prompt had no reference, it was removed.
+REFERENCE_NOT_APPLIED, REFERENCE_ABSENT, REFERENCE_REMOVED = -1, 0, 1
 
 
 @dataclass
@@ -87,6 +94,8 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
         cot, literal = score_format.split_response(response)
         with_cot = self.score_tokens.with_cot
         if with_cot:
+            if self.data_args.cotraft_require_delimiter and not has_delimiter(response, score_format.delimiter):
+                raise InvalidJudgeResponse(missing_delimiter_reason(score_format.delimiter))
             if not cot.strip():
                 raise InvalidJudgeResponse("empty CoT")
             check_single_cot_end(cot, score_format.delimiter)
@@ -130,14 +139,23 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
 
     def preprocess_dataset(self, examples: dict[str, list[Any]]) -> dict[str, list]:
         model_inputs = defaultdict(list)
+        rules = self.data_args.authors_prompt_rules
         for i in range(len(examples["_prompt"])):
             reason = ""
             encoded, target = EncodedJudgeExample([], [], -1, False), 0.0
+            rewritten, reference = False, REFERENCE_NOT_APPLIED
             try:
                 if len(examples["_prompt"][i]) % 2 != 1 or len(examples["_response"][i]) != 1:
                     raise InvalidJudgeResponse("expected one prompt and exactly one response")
+                prompt = examples["_prompt"][i]
+                if rules.active:  # the judge prompt is the last (user) message
+                    rewrite = rules.apply(prompt[-1]["content"])
+                    prompt = [*prompt[:-1], {**prompt[-1], "content": rewrite.text}]
+                    rewritten = rewrite.rewritten
+                    if rewrite.reference_removed is not None:
+                        reference = REFERENCE_REMOVED if rewrite.reference_removed else REFERENCE_ABSENT
                 encoded, target = self.encode_example(
-                    examples["_prompt"][i],
+                    prompt,
                     examples["_response"][i][0]["content"],
                     examples["_system"][i],
                     examples["_tools"][i],
@@ -157,6 +175,8 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
             model_inputs[ORIGIN_ROW_COLUMN].append(examples[ORIGIN_ROW_COLUMN][i])
             model_inputs[INVALID_REASON_COLUMN].append(reason)
             model_inputs[TRUNCATED_COLUMN].append(encoded.prompt_truncated)
+            model_inputs[PROMPT_REWRITTEN_COLUMN].append(rewritten)
+            model_inputs[REFERENCE_COLUMN].append(reference)
         return model_inputs
 
     def print_data_example(self, example: dict[str, Any]) -> None:

@@ -18,14 +18,24 @@ Invalid rows are found during preprocessing, never at step N of a long run. A ma
 is checked as a whole: one report (count, reasons, first rows) and the rows dropped, or with
 ``cotraft_strict_data`` an error listing them. A streaming dataset is only read while training,
 so the same check is a lazy ``filter``: each invalid row is logged (or, strict, stops the run)
-when it is reached, and never reaches the trainer.
+when it is reached, and never reaches the trainer. The TRACT authors' data rules, when on, are
+counted in the same report (map-style datasets; a stream logs its dropped rows one by one).
 """
 
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from llamafactory_tract.data.processor import INVALID_REASON_COLUMN, TRUNCATED_COLUMN
+from llamafactory_tract.data.authors_rules import missing_delimiter_reason
+from llamafactory_tract.data.processor import (
+    INVALID_REASON_COLUMN,
+    PROMPT_REWRITTEN_COLUMN,
+    REFERENCE_ABSENT,
+    REFERENCE_COLUMN,
+    REFERENCE_NOT_APPLIED,
+    REFERENCE_REMOVED,
+    TRUNCATED_COLUMN,
+)
 from llamafactory_tract.data.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
 from llamafactory_tract.extras.logging import get_logger
 
@@ -37,7 +47,14 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 MAX_REPORTED_ROWS = 10
-BOOKKEEPING_COLUMNS = [ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN, INVALID_REASON_COLUMN, TRUNCATED_COLUMN]
+BOOKKEEPING_COLUMNS = [
+    ORIGIN_DATASET_COLUMN,
+    ORIGIN_ROW_COLUMN,
+    INVALID_REASON_COLUMN,
+    TRUNCATED_COLUMN,
+    PROMPT_REWRITTEN_COLUMN,
+    REFERENCE_COLUMN,
+]
 STRICT_HINT = " (`cotraft_strict_data: true`; fix the rows or unset it to drop them)"
 
 
@@ -52,6 +69,45 @@ def describe_invalid_rows(origins: list[tuple[str, int]], reasons: list[str], to
     ordered = sorted(zip(origins, reasons, strict=True))[:MAX_REPORTED_ROWS]
     first = "; ".join(f"dataset '{name}' row {row}: {reason}" for (name, row), reason in ordered)
     return f"{len(reasons)} of {total} {split} rows are invalid ({by_reason}). First (0-based rows): {first}."
+
+
+def first_rows(origins: list[tuple[str, int]]) -> str:
+    return "; ".join(f"dataset '{name}' row {row}" for name, row in sorted(origins)[:MAX_REPORTED_ROWS])
+
+
+def describe_authors_rules(dataset: "Dataset", split: str, data_args: "TractDataArguments") -> list[str]:
+    """One line per TRACT authors' data rule that is on: how many rows it changed, dropped or found without
+    its section (those rows named), so an opt-in rule never acts silently."""
+    total = len(dataset)
+    origins = list(zip(dataset[ORIGIN_DATASET_COLUMN], dataset[ORIGIN_ROW_COLUMN], strict=True))
+    lines = []
+    if data_args.cotraft_score_only_prompt:
+        rewritten = sum(dataset[PROMPT_REWRITTEN_COLUMN])
+        rest = f"; the other {total - rewritten} are invalid rows, reported below" if rewritten < total else ""
+        lines.append(
+            f"Rewrote {rewritten} of {total} {split} prompts to the no-feedback form "
+            f"(cotraft_score_only_prompt){rest}."
+        )
+    if data_args.cotraft_remove_reference:
+        outcomes = dataset[REFERENCE_COLUMN]
+        absent = [origin for origin, outcome in zip(origins, outcomes, strict=True) if outcome == REFERENCE_ABSENT]
+        not_reached = outcomes.count(REFERENCE_NOT_APPLIED)
+        lines.append(
+            f"Removed the reference answer from {outcomes.count(REFERENCE_REMOVED)} of {total} {split} prompts "
+            f"(cotraft_remove_reference); {len(absent)} had none and are kept as they are"
+            + (f" (first: {first_rows(absent)})" if absent else "")
+            + (f"; {not_reached} are invalid rows, reported below." if not_reached else ".")
+        )
+    if data_args.cotraft_require_delimiter:
+        reason = missing_delimiter_reason(data_args.score_delimiter)
+        reasons = dataset[INVALID_REASON_COLUMN]
+        missing = [origin for origin, text in zip(origins, reasons, strict=True) if text == reason]
+        lines.append(
+            f"Dropped {len(missing)} of {total} {split} rows without {data_args.score_delimiter!r} in the response "
+            "(cotraft_require_delimiter) instead of closing their CoT with it"
+            + (f"; first rows: {first_rows(missing)}." if missing else ".")
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -84,7 +140,7 @@ def drop_invalid_rows(
     if data_args.streaming:
         dataset = dataset.filter(StreamedRowCheck(split, data_args.cotraft_strict_data))
     else:
-        _report(dataset, split, data_args.cotraft_strict_data)
+        _report(dataset, split, data_args)
         dataset = dataset.filter(
             _is_valid,
             input_columns=INVALID_REASON_COLUMN,
@@ -94,7 +150,10 @@ def drop_invalid_rows(
     return dataset.remove_columns(BOOKKEEPING_COLUMNS)
 
 
-def _report(dataset: "Dataset", split: str, strict: bool) -> None:
+def _report(dataset: "Dataset", split: str, data_args: "TractDataArguments") -> None:
+    for line in describe_authors_rules(dataset, split, data_args):
+        logger.info_rank0(line)
+    strict = data_args.cotraft_strict_data
     reasons = dataset[INVALID_REASON_COLUMN]
     invalid = [index for index, reason in enumerate(reasons) if reason]
     truncated = sum(dataset[TRUNCATED_COLUMN])

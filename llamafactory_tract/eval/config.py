@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES, ScoreFormat
 from llamafactory_tract.extras.config_files import (
     TractConfigError,
@@ -58,6 +59,8 @@ class BenchmarkConfig(BaseModel):
 
 # Settings that never change a prediction: excluded from the prediction key.
 PREDICTION_NEUTRAL_KEYS = ("batch_size", "output_dir", "run_name", "vllm_gpu_util", "benchmarks")
+# Switches added after prediction stores existed: keyed only when on, so stores written before them stay valid.
+KEYED_WHEN_ON = ("score_only_prompt", "remove_reference")
 
 
 class EvalConfig(BaseModel):
@@ -82,6 +85,10 @@ class EvalConfig(BaseModel):
     score_values: list[str] = Field(default_factory=lambda: list(DEFAULT_SCORE_VALUES))
     renormalize_scores: bool = False
     cot_end_markers: list[str] = Field(default_factory=lambda: ["[RESULT]"])
+    score_only_prompt: bool = False
+    """The TRACT authors' no-feedback prompt for score-only judges (training key ``cotraft_score_only_prompt``)."""
+    remove_reference: bool = False
+    """Cut the reference answer out of each prompt, as the authors' ``--remove`` (``cotraft_remove_reference``)."""
     max_prompt_len: int | None = Field(default=None, ge=1)
     vllm_gpu_util: float = Field(default=0.9, gt=0, le=1)
     vllm_maxlen: int = Field(default=4096, ge=1)
@@ -112,6 +119,19 @@ class EvalConfig(BaseModel):
         _ = self.score_format
         return self
 
+    @model_validator(mode="after")
+    def _check_score_only_prompt(self) -> "EvalConfig":
+        if self.score_only_prompt and self.predictor not in ("decode", "rail"):
+            raise ValueError(
+                f"score_only_prompt asks the judge for the score alone (no feedback), but predictor "
+                f"{self.predictor!r} samples a CoT first: use predictor `decode` or `rail`, or unset score_only_prompt"
+            )
+        return self
+
+    @property
+    def prompt_rules(self) -> AuthorsPromptRules:
+        return AuthorsPromptRules(self.score_only_prompt, self.remove_reference)
+
     @property
     def score_format(self) -> ScoreFormat:
         return ScoreFormat(delimiter=self.score_delimiter, values=tuple(self.score_values))
@@ -126,7 +146,8 @@ class EvalConfig(BaseModel):
         An adapter retrained in place (same path, new weights) therefore never reuses old predictions;
         which rows are predicted, and with which labels, is part of each record's own key.
         """
-        relevant = self.model_dump(exclude=set(PREDICTION_NEUTRAL_KEYS))
+        off = {key for key in KEYED_WHEN_ON if not getattr(self, key)}
+        relevant = self.model_dump(exclude={*PREDICTION_NEUTRAL_KEYS, *off})
         relevant["model_name_or_path"] = fingerprint_path(self.model_name_or_path)
         relevant["adapter_name_or_path"] = fingerprint_path(self.adapter_name_or_path)
         return digest(relevant)

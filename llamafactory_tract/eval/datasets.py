@@ -21,6 +21,8 @@ TRACT authors' ``feedback_collection_ood_test.json``). Feedback Bench: ``instruc
 Malformed rows are reported with their index and never scored. The ``*_authors`` benchmarks are the
 files the TRACT authors evaluated on (``inference/data/`` of their repository), read with their
 instruction clean-up (trailing whitespace, commas and quotes stripped), as the paper's numbers were.
+The authors' prompt rules for score-only judges (``data/authors_rules.py``) are applied last, with the
+same function as in training, and counted in the log.
 """
 
 import json
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse, ScoreFormat
 from llamafactory_tract.extras.logging import get_logger
 
@@ -139,14 +142,18 @@ def load_benchmark(
     path: str | None = None,
     limit: int | None = None,
     skip_malformed: bool = False,
+    prompt_rules: AuthorsPromptRules | None = None,
 ) -> list[BenchmarkRow]:
-    """Rows of one benchmark (first ``limit``), validated; malformed rows raise, or are skipped and reported."""
+    """Rows of one benchmark (first ``limit``), validated; malformed rows raise, or are skipped and reported.
+
+    A prompt that lacks the section a rule rewrites is a malformed row (never scored on the wrong prompt).
+    """
     spec = get_benchmark_spec(name)
     source = path or spec.hub_source
     records = read_local_records(Path(path)) if path else read_hub_records(spec.hub_source)
     if limit is not None:
         records = records[:limit]
-    rows, problems = [], []
+    rows, problems, without_reference = [], [], []
     for index, record in enumerate(records):
         try:
             if not isinstance(record, dict):
@@ -154,6 +161,11 @@ def load_benchmark(
             instruction, truth = spec.parse_row(record, score_format)
             if spec.clean_instruction:
                 instruction = authors_instruction(instruction)
+            if prompt_rules is not None and prompt_rules.active:
+                rewrite = prompt_rules.apply(instruction)
+                instruction = rewrite.text
+                if rewrite.reference_removed is False:
+                    without_reference.append(index)
         except InvalidJudgeResponse as error:
             problems.append(f"row {index}: {error}")
             continue
@@ -169,7 +181,25 @@ def load_benchmark(
         logger.warning_rank0(f"Skipping malformed rows, not scored: {message}")
     if not rows:
         raise BenchmarkDataError(f"{name} ({source}): no valid rows to evaluate.")
+    if prompt_rules is not None:
+        _log_prompt_rules(name, prompt_rules, len(records), len(rows), without_reference)
     return rows
+
+
+def _log_prompt_rules(
+    name: str, rules: AuthorsPromptRules, total: int, kept: int, without_reference: list[int]
+) -> None:
+    others = f" (the other {total - kept} are malformed rows, reported above)" if kept < total else ""
+    if rules.score_only_prompt:
+        logger.info_rank0(
+            f"{name}: rewrote {kept} of {total} prompts to the no-feedback form (score_only_prompt){others}."
+        )
+    if rules.remove_reference:
+        absent = f" (first rows: {without_reference[:MAX_REPORTED_ROWS]})" if without_reference else ""
+        logger.info_rank0(
+            f"{name}: removed the reference answer from {kept - len(without_reference)} of {kept} prompts "
+            f"(remove_reference); {len(without_reference)} had none{absent}."
+        )
 
 
 def read_local_records(path: Path) -> list[Any]:

@@ -63,7 +63,9 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
         raise EvalConfigError("`benchmarks` is empty; name at least one benchmark.")
     output_dir = Path(config.output_dir)
     benchmarks = {
-        name: load_benchmark(name, config.score_format, bench.path, bench.limit, bench.skip_malformed)
+        name: load_benchmark(
+            name, config.score_format, bench.path, bench.limit, bench.skip_malformed, config.prompt_rules
+        )
         for name, bench in config.benchmarks.items()
     }
     store = PredictionStore(output_dir / PREDICTIONS_FILE, config.prediction_hash())

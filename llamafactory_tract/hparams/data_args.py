@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from llamafactory.hparams.data_args import DataArguments
 
+from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES, ScoreFormat
 
 DEFAULT_MIN_PROMPT_SHARE = 0.5
@@ -61,11 +62,49 @@ class TractDataArguments(DataArguments):
         },
     )
 
+    cotraft_score_only_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "[cotraft] The TRACT authors' rule for score-only rows (needs cotraft_drop_cot): rewrite each "
+            "judge prompt to their no-feedback prompt (score only, ends '###Score (an integer from 1 to 5):'). "
+            "Off: the paper's one judge prompt for every row. Evaluate with `score_only_prompt: true`."
+        },
+    )
+    cotraft_remove_reference: bool = field(
+        default=False,
+        metadata={
+            "help": "[cotraft] The TRACT authors' `--remove`: cut the reference-answer section out of each judge "
+            "prompt (prompts without one are kept and counted). Evaluate with `remove_reference: true`."
+        },
+    )
+    cotraft_require_delimiter: bool = field(
+        default=False,
+        metadata={
+            "help": "[cotraft] The TRACT authors' `--cot_no_result`: drop (and report) rows whose CoT lacks "
+            "score_delimiter instead of closing the CoT with it. Off: such CoTs are closed with the delimiter."
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.cotraft_min_prompt_share <= 1.0:
             raise ValueError(f"`cotraft_min_prompt_share` must be in [0, 1], got {self.cotraft_min_prompt_share}.")
+        if self.cotraft_score_only_prompt and not self.cotraft_drop_cot:
+            raise ValueError(
+                "`cotraft_score_only_prompt` rewrites the judge prompt to the TRACT authors' score-only prompt "
+                "('do not generate ... explanations'), which contradicts training on a CoT: set "
+                "`cotraft_drop_cot: true` (Table 2 B.1, B.4) or unset `cotraft_score_only_prompt`."
+            )
+        if self.cotraft_require_delimiter and self.cotraft_drop_cot:
+            raise ValueError(
+                "`cotraft_require_delimiter` selects rows by their CoT, but `cotraft_drop_cot: true` trains without "
+                "one: unset one of them."
+            )
         _ = self.score_format  # validates delimiter and values at parse time
+
+    @property
+    def authors_prompt_rules(self) -> AuthorsPromptRules:
+        return AuthorsPromptRules(self.cotraft_score_only_prompt, self.cotraft_remove_reference)
 
     @property
     def score_format(self) -> ScoreFormat:

@@ -1,0 +1,414 @@
+# Copyright 2026 the llamafactory-tract authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``tract report table3``: paper Table 3, the distribution shift between training CoTs and self-generated ones.
+
+For each row (a fine-tuned model and the data it was trained on: p_s on the GPT-4 CoTs, p_tract on
+D_self), over its training rows (x, s*, y*), the same model predicts twice: ŷ(s*), the expected
+score read right after the training CoT s* and the delimiter (teacher-forced, the training-style
+context), and ŷ(ŝ), CoT-RAIL on a CoT ŝ it samples itself. The table gives RMSE(ŷ(s*), y*) and
+RMSE(ŷ(ŝ), y*): a large gap means the model scores its own CoTs worse than the ones it was trained on.
+
+Predictions go to ``<output_dir>/<row>/predictions.jsonl`` per batch, keyed as ``tract eval`` keys
+them (judge settings with model and adapter by content; per record the row's prompt, CoT and y*),
+so an interrupted run resumes and an edited row or retrained adapter is predicted again.
+"""
+
+import csv
+import json
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from tqdm import tqdm
+
+from llamafactory_tract.data.processor import check_single_cot_end
+from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
+from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, expand_user
+from llamafactory_tract.eval.evaluate import PREDICTIONS_FILE, describe_forced_cots
+from llamafactory_tract.eval.metrics import score_metrics
+from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
+from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.loader import load_backend
+from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
+from llamafactory_tract.judge.predictors import JudgePredictor, expected_score
+
+logger = get_logger(__name__)
+
+TABLE_NAME = "table3"
+ROW_JUDGE_KEYS = ("model_name_or_path", "adapter_name_or_path", "template")
+COMMAND_KEYS = frozenset({"rows", "run_root", "output_dir"})
+EVAL_ONLY_KEYS = frozenset({"benchmarks", "run_name"})
+# The authors' prompt rules of score-only judges: Table 3 judges CoT models on the training prompts as stored.
+PROMPT_RULE_KEYS = frozenset({"score_only_prompt", "remove_reference"})
+
+
+class Table3Error(EvalConfigError):
+    """The Table 3 config or one of its datasets is unusable; the message names the row and the key."""
+
+
+class Table3Row(BaseModel):
+    """One line of the table: a fine-tuned model and the training data it was fine-tuned on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = None
+    """A LLaMA-Factory dataset name in ``dataset_dir``/dataset_info.json (hub or file)."""
+    dataset_dir: str = "data"
+    path: str | None = None
+    """Instead of ``dataset``: a JSONL of ``instruction``, ``output`` (``<CoT> So the overall score is <y>``)
+    and optional ``system``, e.g. the pipeline's D_self."""
+    limit: int | None = Field(default=None, ge=1)
+    model_name_or_path: str | None = None
+    adapter_name_or_path: str | None = None
+    template: str | None = None
+    train_cots: str = ""
+    """Who wrote the training CoTs s* (the table's second column), e.g. ``p_a (GPT-4)``."""
+    sampled_from: str = ""
+    """The fine-tuned model ŝ is sampled from (third column), e.g. ``p_s``."""
+
+    @field_validator("path", "dataset_dir")
+    @classmethod
+    def _expand(cls, value: str | None) -> str | None:
+        return expand_user(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Table3Row":
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("set exactly one of `dataset` (with `dataset_dir`) and `path`")
+        return self
+
+
+class Table3Config(EvalConfig):
+    """The judge keys of ``tract eval`` shared by every row, plus ``rows`` and ``output_dir``."""
+
+    rows: dict[str, Table3Row] = Field(min_length=1)
+    run_root: str | None = None
+    """Only for ``${run_root}`` in paths (the folder of a finished ``tract pipeline`` run)."""
+    output_dir: str = "saves/table3"
+
+    @model_validator(mode="after")
+    def _table3_keys(self) -> "Table3Config":
+        used = sorted(self.model_fields_set & EVAL_ONLY_KEYS)
+        if used:
+            raise ValueError(f"{used} are `tract eval` keys, not used by Table 3")
+        rules = sorted(self.model_fields_set & PROMPT_RULE_KEYS)
+        if rules:
+            raise ValueError(f"{rules} rewrite score-only judges' prompts; Table 3 uses training prompts as stored")
+        if self.predictor != "cot_rail":
+            raise ValueError(
+                f"Table 3 predicts ŷ(ŝ) with CoT-RAIL and ŷ(s*) with the expected score after s*; "
+                f"`predictor` must be cot_rail, got {self.predictor!r}"
+            )
+        return self
+
+    def row_judge(self, name: str) -> EvalConfig:
+        """The judge of row ``name``: the shared keys, with the row's model, adapter or template where it sets them."""
+        row = self.rows[name]
+        values = self.model_dump(exclude=set(COMMAND_KEYS))
+        values.update({key: getattr(row, key) for key in ROW_JUDGE_KEYS if key in row.model_fields_set})
+        return validate(EvalConfig, values, f"rows.{name}", Table3Error)
+
+
+def load_table3_config(items: list[str]) -> Table3Config:
+    """YAML files merged left to right, then ``key=value`` overrides (``rows.stage1.limit=100``)."""
+    files = [item for item in items if "=" not in item]
+    overrides = [item for item in items if "=" in item]
+    merged = merge(
+        *(read_yaml(path, Table3Error) for path in files), parse_overrides(overrides, Table3Error), error=Table3Error
+    )
+    source = " ".join(items)
+    return validate(Table3Config, to_plain(merged, source, Table3Error), source, Table3Error)
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One training row (x, s*, y*) and where it came from."""
+
+    dataset: str
+    row: int
+    prompt: JudgePrompt
+    cot: str
+    score: str
+
+    @property
+    def key(self) -> RecordKey:
+        content = {"messages": self.prompt.messages, "system": self.prompt.system, "cot": self.cot, "y": self.score}
+        return self.dataset, self.row, input_hash(content)
+
+
+def load_training_examples(
+    name: str, row: Table3Row, score_format: ScoreFormat
+) -> tuple[list[TrainingExample], list[str]]:
+    """(x, s*, y*) of the row's data, read by LLaMA-Factory as training reads it, and the rows it skipped.
+
+    Skipped, as training drops them: a response without a valid score, an empty CoT, or a CoT that
+    already contains the delimiter or ``[RESULT]``.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        dataset, dataset_dir = row.dataset, row.dataset_dir
+        if row.path is not None:
+            dataset, dataset_dir = _register_file(name, Path(row.path), Path(scratch))
+        try:
+            rows = _read_dataset(dataset, dataset_dir, row.limit, Path(scratch))
+        except (ValueError, OSError) as error:
+            raise Table3Error(
+                f"rows.{name}: cannot read dataset '{dataset}' (dataset_dir {dataset_dir}): {error}"
+            ) from None
+    examples, skipped = [], []
+    for example in rows:
+        origin = f"dataset '{example['tract_dataset']}' row {example['tract_row']}"
+        try:
+            if len(example["_prompt"]) != 1 or len(example["_response"]) != 1:
+                raise InvalidJudgeResponse("expected a one-turn prompt with one response")
+            cot, score = score_format.split_response(example["_response"][0]["content"])
+            if not cot:
+                raise InvalidJudgeResponse("empty CoT")
+            check_single_cot_end(cot, score_format.delimiter)
+        except InvalidJudgeResponse as error:
+            skipped.append(f"{origin}: {error}")
+            continue
+        prompt = JudgePrompt(messages=example["_prompt"], system=example["_system"] or None)
+        examples.append(TrainingExample(example["tract_dataset"], example["tract_row"], prompt, cot, score))
+    return examples, skipped
+
+
+def _register_file(name: str, path: Path, scratch: Path) -> tuple[str, str]:
+    """A ``dataset_info.json`` in ``scratch`` naming the JSONL file, so LLaMA-Factory reads it like any dataset."""
+    if not path.is_file():
+        raise Table3Error(f"rows.{name}.path: {path} does not exist.")
+    first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), None)
+    try:
+        columns = set(json.loads(first)) if first else set()
+    except (json.JSONDecodeError, TypeError) as error:
+        raise Table3Error(f"rows.{name}.path: {path} is not JSONL ({error}).") from None
+    if not {"instruction", "output"} <= columns:
+        raise Table3Error(f"rows.{name}.path: {path} needs `instruction` and `output` columns, has {sorted(columns)}.")
+    mapping = {"prompt": "instruction", "response": "output"} | ({"system": "system"} if "system" in columns else {})
+    info = {path.stem: {"file_name": str(path.resolve()), "columns": mapping}}
+    (scratch / "dataset_info.json").write_text(json.dumps(info))
+    return path.stem, str(scratch)
+
+
+def _read_dataset(dataset: str, dataset_dir: str, limit: int | None, scratch: Path) -> Any:
+    from llamafactory.data.loader import _get_merged_dataset
+    from llamafactory.hparams import get_train_args
+
+    model_args, data_args, training_args, _, _ = get_train_args(
+        dict(
+            model_name_or_path="unused-for-loading-data",
+            template="empty",
+            stage="cotraft",
+            dataset=dataset,
+            dataset_dir=dataset_dir,
+            output_dir=str(scratch / "unused"),
+            max_samples=limit,
+            report_to="none",
+        )
+    )
+    return _get_merged_dataset(data_args.dataset, model_args, data_args, training_args, stage="cotraft")
+
+
+def training_cot_probs(backend: JudgeBackend, prompts: list[JudgePrompt], cots: list[str]) -> list[list[float]]:
+    """p(score token | x, s*, delimiter) on the training-style context of each given CoT (teacher-forced).
+
+    Both backends score exactly this context (``score_context``) after a sampled CoT, but have no
+    public call for a given one; until ``JudgeBackend`` gets one, this reaches into their scoring step
+    (vLLM: its top-K/full-vocabulary scoring; transformers: ``score_prompts``' forward on these contexts).
+    """
+    from llamafactory_tract.judge.hf_backend import HfJudgeBackend
+    from llamafactory_tract.judge.vllm_backend import VllmJudgeBackend
+
+    if isinstance(backend, VllmJudgeBackend):
+        contexts = [backend._score_context(prompt, cot) for prompt, cot in zip(prompts, cots, strict=True)]
+        return backend._score_contexts(contexts)
+    if not isinstance(backend, HfJudgeBackend):
+        raise TypeError(f"No teacher-forced scoring for {type(backend).__name__}.")
+    import torch
+
+    from llamafactory_tract.judge.hf_backend import left_pad
+
+    contexts = [backend.contexts.score_context(prompt, cot) for prompt, cot in zip(prompts, cots, strict=True)]
+    input_ids, mask = left_pad(contexts, backend.pad_id)
+    input_ids, mask = input_ids.to(backend.device), mask.to(backend.device)
+    with torch.inference_mode():
+        logits = backend.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1
+        ).logits
+    return backend._score_probs(logits[:, -1])
+
+
+def predict_row(
+    judge: EvalConfig, examples: list[TrainingExample], store: PredictionStore, title: str
+) -> dict[RecordKey, dict[str, Any]]:
+    """ŷ(s*) and ŷ(ŝ) for each example, appended to ``store`` per batch; one backend for both."""
+    backend = load_backend(judge, with_cot=True)
+    sampling = SamplingConfig(judge.temperature, judge.top_p, judge.repetition_penalty, judge.max_new_tokens)
+    predictor = JudgePredictor(backend, "cot_rail", sampling, judge.n_cot, judge.seed, judge.renormalize_scores)
+    literals, values = list(judge.score_values), backend.score_tokens.numeric_values
+    rows_per_batch = max(1, judge.batch_size // judge.n_cot)
+    pending = sorted(examples, key=lambda example: -len(example.prompt.messages[0]["content"]))
+    records: dict[RecordKey, dict[str, Any]] = {}
+    try:
+        with tqdm(total=len(pending), desc=f"Table 3 ({title})", unit="row") as progress:
+            for start in range(0, len(pending), rows_per_batch):
+                batch = pending[start : start + rows_per_batch]
+                prompts = [example.prompt for example in batch]
+                sampled = predictor.predict(prompts, [f"{example.dataset}/{example.row}" for example in batch])
+                forced = training_cot_probs(backend, prompts, [example.cot for example in batch])
+                new = [
+                    {
+                        "benchmark": example.dataset,
+                        "row": example.row,
+                        "input_hash": example.key[2],
+                        "ground_truth": float(example.score),
+                        "train_cot": example.cot,
+                        "train_cot_score": expected_score(probs, values, judge.renormalize_scores),
+                        "train_cot_probs": dict(zip(literals, probs, strict=True)),
+                        "self_cot_score": prediction.score,
+                        "self_cot_scores": prediction.cot_scores,
+                        "self_cot_probs": prediction.score_probs,
+                        "self_cots": prediction.cots,
+                        "closed_by": prediction.closed_by,
+                        "generated_tokens": prediction.generated_tokens,
+                    }
+                    for example, prediction, probs in zip(batch, sampled, forced, strict=True)
+                ]
+                store.append(new)
+                records.update({example.key: record for example, record in zip(batch, new, strict=True)})
+                progress.update(len(batch))
+    finally:
+        backend.close()
+    return records
+
+
+@dataclass
+class Table3Line:
+    name: str
+    train_cots: str
+    sampled_from: str
+    rows: int
+    skipped: int
+    rmse_train_cot: float
+    rmse_self_cot: float
+    closed_by: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float:
+        return self.rmse_self_cot - self.rmse_train_cot
+
+
+def table3_line(name: str, row: Table3Row, records: list[dict[str, Any]], skipped: int) -> Table3Line:
+    truth = [record["ground_truth"] for record in records]
+    return Table3Line(
+        name=name,
+        train_cots=row.train_cots,
+        sampled_from=row.sampled_from,
+        rows=len(records),
+        skipped=skipped,
+        rmse_train_cot=score_metrics([record["train_cot_score"] for record in records], truth)["rmse"],
+        rmse_self_cot=score_metrics([record["self_cot_score"] for record in records], truth)["rmse"],
+        closed_by=dict(Counter(reason for record in records for reason in record["closed_by"])),
+    )
+
+
+def run_table3(config: Table3Config) -> list[Table3Line]:
+    """Predict what is not stored yet, row by row, then write the table, its CSV/JSON and the bar plot.
+
+    Every row's data is read and checked before any model loads, so a bad row fails in seconds.
+    """
+    output_dir = Path(config.output_dir)
+    judges = {name: config.row_judge(name) for name in config.rows}
+    data = {}
+    for name, row in config.rows.items():
+        examples, skipped = load_training_examples(name, row, judges[name].score_format)
+        if skipped:
+            logger.warning_rank0(f"Table 3 row {name}: skipped {len(skipped)} rows: {'; '.join(skipped[:5])}")
+        if not examples:
+            raise Table3Error(f"rows.{name}: no usable training row in its data ({len(skipped)} skipped).")
+        data[name] = examples, len(skipped)
+    lines = []
+    for name, (examples, skipped) in data.items():
+        store = PredictionStore(output_dir / name / PREDICTIONS_FILE, judges[name].prediction_hash())
+        done = store.load()
+        pending = [example for example in examples if example.key not in done]
+        if pending:
+            logger.info_rank0(f"Table 3 row {name}: predicting {len(pending)} of {len(examples)} rows.")
+            done.update(predict_row(judges[name], pending, store, name))
+        else:
+            logger.info_rank0(f"Table 3 row {name}: all {len(examples)} rows found in {store.path}.")
+        lines.append(table3_line(name, config.rows[name], [done[example.key] for example in examples], skipped))
+    write_table3(lines, output_dir)
+    return lines
+
+
+def format_table3(lines: list[Table3Line]) -> str:
+    header = (
+        f"{'row':<10} {'s*: training CoTs from':<24} {'ŝ: sampled from':<16} {'rows':>6} "
+        f"{'RMSE ŷ(s*)':>11} {'RMSE ŷ(ŝ)':>10} {'gap':>7}"
+    )
+    body = [
+        f"{line.name:<10} {line.train_cots:<24} {line.sampled_from:<16} {line.rows:>6d} "
+        f"{line.rmse_train_cot:>11.3f} {line.rmse_self_cot:>10.3f} {line.gap:>7.3f}"
+        for line in lines
+    ]
+    rule = "-" * len(header)
+    forced = describe_forced_cots({line.name: line.closed_by for line in lines})
+    notes = ["RMSE against y* over each row's training data; both predictions by the row's fine-tuned model."]
+    return "\n".join([rule, header, rule, *body, rule, *notes, *([forced] if forced else [])])
+
+
+def write_table3(lines: list[Table3Line], output_dir: Path) -> None:
+    """``table3.txt`` (the console table), ``table3.csv``, ``table3.json`` and the bar plot ``table3.png``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    base = output_dir / TABLE_NAME
+    base.with_suffix(".txt").write_text(format_table3(lines) + "\n")
+    payload = [{**line.__dict__, "gap": line.gap} for line in lines]
+    base.with_suffix(".json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    with base.with_suffix(".csv").open("w", newline="") as handle:
+        columns = [key for key in payload[0] if key != "closed_by"]
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(payload)
+    plot_table3(lines, base.with_suffix(".png"))
+
+
+def plot_table3(lines: list[Table3Line], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    positions = np.arange(len(lines))
+    figure, axis = plt.subplots(figsize=(1.6 + 1.4 * len(lines), 3.5))
+    for offset, label, values in (
+        (-0.2, r"$\hat{y}(s^*)$: training CoT", [line.rmse_train_cot for line in lines]),
+        (0.2, r"$\hat{y}(\hat{s})$: self-generated CoT", [line.rmse_self_cot for line in lines]),
+    ):
+        bars = axis.bar(positions + offset, values, width=0.4, label=label)
+        axis.bar_label(bars, fmt="%.2f", fontsize=8)
+    labels = [f"{line.name}\n{line.sampled_from}" if line.sampled_from else line.name for line in lines]
+    axis.set_xticks(positions, labels)
+    axis.set_ylabel(r"RMSE with $y^*$ (training data)")
+    highest = max(max(line.rmse_train_cot, line.rmse_self_cot) for line in lines)
+    axis.set_ylim(0, 1.35 * highest or 1.0)  # room for the legend above the bars
+    axis.legend(fontsize=8, loc="upper center", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
