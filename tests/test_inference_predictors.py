@@ -103,6 +103,16 @@ def test_unnormalised_rail_is_the_full_vocabulary_expectation(model_root):
         assert torch.allclose(torch.tensor(probs), _independent_probs(backend, prompt, ""), atol=1e-6)
 
 
+@pytest.mark.parametrize("template", sorted(TINY_FAMILIES))
+def test_score_cots_reads_the_score_after_a_given_cot_as_a_fresh_forward_pass(model_root, template):
+    backend = tiny_backend(model_root, template, with_cot=True)
+    cots = ["Short.", "A much longer given chain of thought, so that the batch is padded on the left."]
+    for prompt, cot, probs in zip(PROMPTS, cots, backend.score_cots(PROMPTS, cots), strict=True):
+        assert torch.allclose(torch.tensor(probs), _independent_probs(backend, prompt, cot), atol=1e-6)
+    same_prompt = backend.score_cots(PROMPTS[:1] * 2, cots)
+    assert not torch.allclose(torch.tensor(same_prompt[0]), torch.tensor(same_prompt[1]), atol=1e-6)  # the CoT counts
+
+
 def test_decode_predictors_sample_score_values_reproducibly(model_root):
     backend = tiny_backend(model_root, "mistral", with_cot=False)
     first = JudgePredictor(backend, "decode", SAMPLING, n_cot=5, seed=1).predict(PROMPTS, ["c/0", "c/1"])

@@ -189,8 +189,9 @@ def test_cot_rail_probabilities_equal_transformers_on_the_same_cots_from_the_pre
 
     # The score step re-reads only what the prefix cache lacks: at most the last KV block (128 positions
     # on CPU, 16 on GPUs) and the re-encoded delimiter of each context, not the contexts (> 300 tokens each).
+    cots = [sample.cot for sample in samples]
     before = backend.forward_tokens
-    again = backend._score_contexts(contexts)
+    again = backend.score_cots(PROMPTS, cots)
     computed = backend.forward_tokens - before
     assert computed < sum(len(context) for context in contexts) / 2, (computed, [len(c) for c in contexts])
     assert np.allclose(again, [s.score_probs for s in samples], rtol=0, atol=1e-7)
@@ -198,7 +199,7 @@ def test_cot_rail_probabilities_equal_transformers_on_the_same_cots_from_the_pre
     # A row with a score token outside the top K is read again over the whole vocabulary: same numbers.
     fallbacks, top_k, backend.top_k = backend.exact_fallbacks, backend.top_k, 1
     try:
-        exact = backend._score_contexts(contexts)
+        exact = backend.score_cots(PROMPTS, cots)
     finally:
         backend.top_k = top_k
     assert backend.exact_fallbacks - fallbacks == len(contexts)

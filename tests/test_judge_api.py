@@ -22,6 +22,8 @@ import pytest
 from inference_helpers import require_shared_file
 from judge_helpers import FAMILY, ROWS, RUBRIC, tiny_judge
 
+from llamafactory_tract.data.authors_rules import NO_FEEDBACK_ENDING, NO_FEEDBACK_HEADER, AuthorsPromptRules
+from llamafactory_tract.eval.config import build_eval_config
 from llamafactory_tract.judge.api import TractJudge, prompt_key
 from llamafactory_tract.judge.prompts import (
     ABSOLUTE_PROMPT,
@@ -126,3 +128,22 @@ def test_bad_arguments_are_refused(judge, tiny_model_dirs):
     model_dir, template = tiny_model_dirs[FAMILY]
     with pytest.raises(ValueError, match="`predictor` must be one of"):
         TractJudge.from_pretrained(str(model_dir), template, predictor="cot_decode")
+
+
+def test_a_score_only_judge_grades_the_prompt_rewritten_by_the_authors_rules(judge):
+    plain_config = {**judge.config.model_dump(), "predictor": "rail"}
+    plain = TractJudge.from_config(build_eval_config(plain_config, source="test"))
+    rules = {"score_only_prompt": True, "remove_reference": True}
+    rules_config = build_eval_config({**plain_config, **rules}, source="test")
+    score_only = TractJudge(plain.backend, rules_config)
+    prompts = [absolute_prompt(r["instruction"], r["response"], RUBRIC, r["reference_answer"]) for r in ROWS]
+    seen = score_only.judge_prompt(prompts[0])
+    assert seen.startswith(NO_FEEDBACK_HEADER) and seen.endswith(NO_FEEDBACK_ENDING)
+    assert "###Reference Answer" not in seen and ROWS[0]["reference_answer"] not in seen
+    grades = _grade_rows(score_only, ROWS)
+    rewritten = plain.grade_prompts([AuthorsPromptRules(True, True).apply(prompt).text for prompt in prompts])
+    assert [grade.score_probs for grade in grades] == [grade.score_probs for grade in rewritten]
+    assert [grade.score for grade in grades] != pytest.approx([grade.score for grade in plain.grade_prompts(prompts)])
+    assert [grade.key for grade in grades] == [prompt_key(prompt) for prompt in prompts]  # keyed by the prompt given
+    with pytest.raises(ValueError, match="Prompt 1: .*'###The instruction to evaluate:'"):
+        score_only.grade_prompts([prompts[0], "Grade this."])

@@ -30,6 +30,9 @@ import pytest
 from judge_helpers import FAMILY, ROWS, RUBRIC, settings_overrides, tiny_judge
 
 from llamafactory_tract.cli import main
+from llamafactory_tract.judge.api import TractJudge
+from llamafactory_tract.judge.prompts import absolute_prompt
+from llamafactory_tract.serve.app import ServeConfig, create_app
 
 START_TIMEOUT_S = 180
 
@@ -152,3 +155,24 @@ def test_malformed_requests_are_refused_with_a_message(served, body, status, mes
     assert response.status_code == status
     assert message in response.text
     assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_a_score_only_server_grades_rewritten_prompts_and_refuses_an_unrewritable_item(tiny_model_dirs):
+    from fastapi.testclient import TestClient
+
+    model_dir, template = tiny_model_dirs[FAMILY]
+    overrides = [*settings_overrides(model_dir, template), "predictor=rail", "score_only_prompt=true"]
+    config = ServeConfig.model_validate(dict(item.split("=", 1) for item in [*overrides, "remove_reference=true"]))
+    judge = TractJudge.from_config(config.judge_config())
+    row = ROWS[0]
+    with TestClient(create_app(judge, config)) as client:
+        health = client.get("/health").json()
+        assert health["score_only_prompt"] and health["remove_reference"]
+        grade = client.post("/v1/grade", json={"items": [_item(row, 0)]}).json()["grades"][0]
+        # The reference header in a rubric after the rubric header: no way to tell where the reference ends.
+        bad = {"instruction": "q", "response": "a", "rubric": "Helpful?\n###Reference Answer: none"}
+        refused = client.post("/v1/grade", json={"items": [_item(row, 0), bad]})
+    prompt = absolute_prompt(row["instruction"], row["response"], RUBRIC, row["reference_answer"])
+    assert grade["score_probs"] == judge.grade_prompts([prompt])[0].score_probs
+    assert judge.judge_prompt(prompt) != prompt
+    assert refused.status_code == 422 and "items[1]" in refused.text and "###Reference Answer" in refused.text

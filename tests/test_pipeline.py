@@ -207,6 +207,26 @@ def test_run_root_moves_every_folder_that_names_it(tiny_model_dirs, tmp_path):
     assert len(outputs) == 5 and all(path.is_relative_to(moved) for path in outputs), outputs
 
 
+def test_authors_prompt_rules_enter_step_keys_only_when_on(tiny_model_dirs, tmp_path):
+    """Runs finished before the switches existed keep their keys (they are not keyed while off)."""
+    model_dir, _ = tiny_model_dirs["tiktoken"]
+    path = pipeline_yaml(tmp_path, model_dir, "seed", tmp_path / "tract")
+    plain = {step.name: step for step in build_steps(load_pipeline_config([path]))}
+    on = ["self_generation.overrides.remove_reference=true", "evaluation.overrides.remove_reference=true"]
+    removed = {step.name: step for step in build_steps(load_pipeline_config([path], on))}
+    for name in ("self_generation", "evaluation"):
+        assert not {"score_only_prompt", "remove_reference"} & set(plain[name].key_config), name
+        assert removed[name].key_config["remove_reference"] is True and removed[name].key != plain[name].key
+        assert removed[name].config["remove_reference"] is True  # and the child is told
+    with pytest.raises(EvalConfigError, match="score_only_prompt is the prompt of score-only judges"):
+        build_steps(
+            load_pipeline_config(
+                [path],
+                ["self_generation.overrides.predictor=rail", "self_generation.overrides.score_only_prompt=true"],
+            )
+        )
+
+
 def test_demo_run_root_moves_every_step_of_every_row(tmp_path):
     run_root = tmp_path / "my-demo"
     configs = demo_configs(Path("seed-model"), run_root / "data", tmp_path, run_root, eval_rows=4)

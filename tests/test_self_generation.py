@@ -20,9 +20,11 @@ import pytest
 import yaml
 from judge_data import write_judge_dataset
 
+from llamafactory_tract.data.authors_rules import remove_reference_answer
 from llamafactory_tract.data.score_format import ScoreFormat
 from llamafactory_tract.eval.config import EvalConfigError
-from llamafactory_tract.pipeline.self_generation import run_generation_config
+from llamafactory_tract.judge.prompts import absolute_prompt
+from llamafactory_tract.pipeline.self_generation import load_training_inputs, run_generation_config
 
 
 @pytest.mark.slow
@@ -82,3 +84,28 @@ def test_generate_config_errors_name_the_key(tmp_path):
         run_generation_config(config)
     with pytest.raises(EvalConfigError, match=r"`shard_index` must be below `num_shards` \(2\), got 2"):
         run_generation_config(config, ["dataset=judge", "num_shards=2", "shard_index=2"])
+
+
+def test_remove_reference_samples_on_the_prompt_without_it_and_score_only_prompt_is_refused(tmp_path):
+    prompts = [
+        absolute_prompt("Add 2 and 2.", "4", "Correct?", "2 + 2 = 4."),
+        absolute_prompt("Name a colour.", "Red.", "Correct?"),  # no reference: kept as it is
+        absolute_prompt("Say hi.", "Hi.", "Polite?\n###Reference Answer: none"),  # cannot tell where it ends
+    ]
+    rows = [{"instruction": p, "output": f"Fine. So the overall score is {3 + i}"} for i, p in enumerate(prompts)]
+    (tmp_path / "judge.json").write_text(json.dumps(rows))
+    info = {"judge": {"file_name": "judge.json", "columns": {"prompt": "instruction", "response": "output"}}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    inputs, skipped = load_training_inputs("judge", str(tmp_path), ScoreFormat(), remove_reference=True)
+    assert [item.prompt.messages[0]["content"] for item in inputs] == [remove_reference_answer(prompts[0]), prompts[1]]
+    assert "###Reference Answer" not in inputs[0].prompt.messages[0]["content"]
+    assert [item.score for item in inputs] == ["3", "4"]
+    assert len(skipped) == 1 and skipped[0].startswith("dataset 'judge' row 2: '###Reference Answer'")
+    as_stored, _ = load_training_inputs("judge", str(tmp_path), ScoreFormat())
+    assert [item.prompt.messages[0]["content"] for item in as_stored] == prompts
+    assert as_stored[0].key != inputs[0].key  # a CoT sampled on the full prompt is never reused
+
+    config = tmp_path / "generate.yaml"
+    config.write_text(yaml.safe_dump({"model_name_or_path": "m", "template": "llama3", "dataset": "judge"}))
+    with pytest.raises(EvalConfigError, match="score_only_prompt is the prompt of score-only judges"):
+        run_generation_config(config, ["predictor=rail", "score_only_prompt=true"])

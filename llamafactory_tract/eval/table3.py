@@ -43,7 +43,7 @@ from llamafactory_tract.eval.evaluate import PREDICTIONS_FILE, describe_forced_c
 from llamafactory_tract.eval.metrics import score_metrics
 from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
 from llamafactory_tract.judge.loader import load_backend
 from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
 from llamafactory_tract.judge.predictors import JudgePredictor, expected_score
@@ -224,35 +224,6 @@ def _read_dataset(dataset: str, dataset_dir: str, limit: int | None, scratch: Pa
     return _get_merged_dataset(data_args.dataset, model_args, data_args, training_args, stage="cotraft")
 
 
-def training_cot_probs(backend: JudgeBackend, prompts: list[JudgePrompt], cots: list[str]) -> list[list[float]]:
-    """p(score token | x, s*, delimiter) on the training-style context of each given CoT (teacher-forced).
-
-    Both backends score exactly this context (``score_context``) after a sampled CoT, but have no
-    public call for a given one; until ``JudgeBackend`` gets one, this reaches into their scoring step
-    (vLLM: its top-K/full-vocabulary scoring; transformers: ``score_prompts``' forward on these contexts).
-    """
-    from llamafactory_tract.judge.hf_backend import HfJudgeBackend
-    from llamafactory_tract.judge.vllm_backend import VllmJudgeBackend
-
-    if isinstance(backend, VllmJudgeBackend):
-        contexts = [backend._score_context(prompt, cot) for prompt, cot in zip(prompts, cots, strict=True)]
-        return backend._score_contexts(contexts)
-    if not isinstance(backend, HfJudgeBackend):
-        raise TypeError(f"No teacher-forced scoring for {type(backend).__name__}.")
-    import torch
-
-    from llamafactory_tract.judge.hf_backend import left_pad
-
-    contexts = [backend.contexts.score_context(prompt, cot) for prompt, cot in zip(prompts, cots, strict=True)]
-    input_ids, mask = left_pad(contexts, backend.pad_id)
-    input_ids, mask = input_ids.to(backend.device), mask.to(backend.device)
-    with torch.inference_mode():
-        logits = backend.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1
-        ).logits
-    return backend._score_probs(logits[:, -1])
-
-
 def predict_row(
     judge: EvalConfig, examples: list[TrainingExample], store: PredictionStore, title: str
 ) -> dict[RecordKey, dict[str, Any]]:
@@ -270,7 +241,7 @@ def predict_row(
                 batch = pending[start : start + rows_per_batch]
                 prompts = [example.prompt for example in batch]
                 sampled = predictor.predict(prompts, [f"{example.dataset}/{example.row}" for example in batch])
-                forced = training_cot_probs(backend, prompts, [example.cot for example in batch])
+                forced = backend.score_cots(prompts, [example.cot for example in batch])
                 new = [
                     {
                         "benchmark": example.dataset,

@@ -26,9 +26,14 @@ most probable score value) for comparison, as ``Grade`` objects instead of ``(fe
 The prompt goes through the model's LLaMA-Factory template with its default system prompt, as in
 training, not through fastchat's mistral template with prometheus-eval's ``ABS_SYSTEM_PROMPT``.
 
-Sampling is keyed per row by the prompt text: a row's CoTs depend only on (seed, prompt, CoT
-index), so ``tract judge``, the server and this object grade the same row the same way, whatever
-the batch it lands in. Identical rows get identical grades; change ``seed`` for fresh draws.
+A judge trained with the TRACT authors' score-only rules (``score_only_prompt``, ``remove_reference``,
+see ``data/authors_rules.py``) gets each prompt rewritten by those rules before grading, as ``tract
+eval`` rewrites its benchmarks: a judge is calibrated only on the prompt it was trained on.
+
+Sampling is keyed per row by the prompt text as given (before any rewriting): a row's CoTs depend
+only on (seed, prompt, CoT index), so ``tract judge``, the server and this object grade the same
+row the same way, whatever the batch it lands in. Identical rows get identical grades; change
+``seed`` for fresh draws.
 """
 
 import hashlib
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from llamafactory_tract.data.authors_rules import PromptSectionMissing
 from llamafactory_tract.eval.config import EvalConfig, build_eval_config
 from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, SamplingConfig
 from llamafactory_tract.judge.loader import load_backend
@@ -168,6 +174,16 @@ class TractJudge:
             seed=seed,
         )[0]
 
+    def judge_prompt(self, prompt: str) -> str:
+        """The prompt the model sees: ``prompt`` after the config's authors' rules (unchanged when both are off)."""
+        rules = self.config.prompt_rules
+        if not rules.active:
+            return prompt
+        try:
+            return rules.apply(prompt).text
+        except PromptSectionMissing as error:
+            raise ValueError(f"Cannot apply score_only_prompt/remove_reference to the prompt: {error}.") from None
+
     def grade_prompts(
         self, prompts: Sequence[str], n_cot: int | None = None, seed: int | None = None, use_tqdm: bool = False
     ) -> list[Grade]:
@@ -176,6 +192,12 @@ class TractJudge:
         seed = self.config.seed if seed is None else seed
         if n_cot < 1:
             raise ValueError(f"`n_cot` must be >= 1, got {n_cot}.")
+        seen = []
+        for index, prompt in enumerate(prompts):
+            try:
+                seen.append(self.judge_prompt(prompt))
+            except ValueError as error:
+                raise ValueError(f"Prompt {index}: {error}") from None
         predictor = JudgePredictor(
             self.backend, self.config.predictor, self.sampling, n_cot, seed, self.config.renormalize_scores
         )
@@ -186,7 +208,7 @@ class TractJudge:
             for start in range(0, len(order), step):
                 batch = order[start : start + step]
                 keys = [prompt_key(prompts[index]) for index in batch]
-                judge_prompts = [JudgePrompt.from_instruction(prompts[index]) for index in batch]
+                judge_prompts = [JudgePrompt.from_instruction(seen[index]) for index in batch]
                 for index, key, prediction in zip(batch, keys, predictor.predict(judge_prompts, keys), strict=True):
                     grades[index] = self._grade(prediction, key)
                 progress.update(len(batch))

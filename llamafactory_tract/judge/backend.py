@@ -16,7 +16,8 @@
 
 A backend answers two questions for a batch of judge prompts: "sample a CoT and give me the
 probabilities of the score tokens after it" (CoT predictors) and "give me the probabilities of
-the score tokens right after the prompt" (no-CoT predictors). Probabilities are the model's
+the score tokens after this prompt and this given CoT" (no-CoT predictors with an empty CoT;
+``tract report table3`` with the training CoT). Probabilities are the model's
 full-vocabulary softmax at the score position (not renormalised, not temperature-scaled), in
 the order of ``ScoreFormat.values``. Tokenizer, template and score tokens come from
 LLaMA-Factory exactly as in training.
@@ -90,8 +91,16 @@ class JudgeBackend(ABC):
         """
 
     @abstractmethod
+    def score_cots(self, prompts: list[JudgePrompt], cots: list[str]) -> list[list[float]]:
+        """Score probabilities after each prompt and its given CoT, on the training-style context (teacher-forced).
+
+        The context is ``score_context(prompt, cot)``: with a CoT, ``<cot> <delimiter>`` and any gap tokens;
+        with an empty CoT of a no-CoT judge, only the gap tokens before the score.
+        """
+
     def score_prompts(self, prompts: list[JudgePrompt]) -> list[list[float]]:
         """Score probabilities right after each prompt (plus any gap tokens before the score)."""
+        return self.score_cots(prompts, [""] * len(prompts))
 
     def close(self) -> None:  # noqa: B027 (optional: only engines outside this process need it)
         """Release the engine and its device memory before the process ends."""

@@ -97,8 +97,9 @@ class HfJudgeBackend(JudgeBackend):
         return self.model.device
 
     @torch.inference_mode()
-    def score_prompts(self, prompts: list[JudgePrompt]) -> list[list[float]]:
-        contexts = [self.contexts.score_context(prompt, "") for prompt in prompts]
+    def score_cots(self, prompts: list[JudgePrompt], cots: list[str]) -> list[list[float]]:
+        """One fresh forward pass over the left-padded contexts."""
+        contexts = [self.contexts.score_context(prompt, cot) for prompt, cot in zip(prompts, cots, strict=True)]
         input_ids, mask = left_pad(contexts, self.pad_id)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)

@@ -135,14 +135,14 @@ class VllmJudgeBackend(JudgeBackend):
             cot, closed_by = self.contexts.split_generated(completion.text, default)
             samples.append(CoTSample(cot=cot, closed_by=closed_by, generated_tokens=len(generated)))
         if with_scores:
-            cots = [sample.cot for sample in samples]
-            contexts = [self._score_context(prompt, cot) for prompt, cot in zip(prompts, cots, strict=True)]
-            for sample, probs in zip(samples, self._score_contexts(contexts), strict=True):
-                sample.score_probs = probs
+            probs = self.score_cots(prompts, [sample.cot for sample in samples])
+            for sample, sample_probs in zip(samples, probs, strict=True):
+                sample.score_probs = sample_probs
         return samples
 
-    def score_prompts(self, prompts: list[JudgePrompt]) -> list[list[float]]:
-        return self._score_contexts([self._score_context(prompt, "") for prompt in prompts])
+    def score_cots(self, prompts: list[JudgePrompt], cots: list[str]) -> list[list[float]]:
+        contexts = [self._score_context(prompt, cot) for prompt, cot in zip(prompts, cots, strict=True)]
+        return self._score_contexts(contexts)
 
     def close(self) -> None:
         """Shut the engine's processes down now (they would otherwise hold device memory until exit)."""

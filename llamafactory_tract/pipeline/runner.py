@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import yaml
 
-from llamafactory_tract.eval.config import PREDICTION_NEUTRAL_KEYS, EvalConfig, build_eval_config
+from llamafactory_tract.eval.config import KEYED_WHEN_ON, PREDICTION_NEUTRAL_KEYS, EvalConfig, build_eval_config
 from llamafactory_tract.eval.datasets import get_benchmark_spec
 from llamafactory_tract.eval.evaluate import METRICS_CSV, METRICS_JSON, EvalReport, load_report
 from llamafactory_tract.extras.config_files import merge, read_yaml, to_plain
@@ -55,7 +55,7 @@ from llamafactory_tract.pipeline.provenance import (
     step_key,
     write_record,
 )
-from llamafactory_tract.pipeline.self_generation import SELF_DATASET_NAME, SUMMARY_SUFFIX
+from llamafactory_tract.pipeline.self_generation import SELF_DATASET_NAME, SUMMARY_SUFFIX, check_generation_config
 
 logger = get_logger(__name__)
 
@@ -142,7 +142,9 @@ def judge_config(config: PipelineConfig, adapter: Path | None, raw: dict[str, An
 
 
 def _judge_key_config(judge: EvalConfig) -> dict[str, Any]:
-    return judge.model_dump(exclude={*PREDICTION_NEUTRAL_KEYS, *JUDGE_WIRING_KEYS})
+    """The judge settings in a step's key; switches added later enter only when on, so finished runs stay done."""
+    off = {key for key in KEYED_WHEN_ON if not getattr(judge, key)}
+    return judge.model_dump(exclude={*PREDICTION_NEUTRAL_KEYS, *JUDGE_WIRING_KEYS, *off})
 
 
 def _train_step(config: PipelineConfig, name: str, step: TrainStep, upstream: dict[str, Step]) -> Step:
@@ -173,6 +175,7 @@ def _generation_step(config: PipelineConfig, stage1: Step) -> Step:
     dataset = step.dataset or stage1.config["dataset"]
     dataset_dir = step.dataset_dir or stage1.config.get("dataset_dir", "data")
     judge = judge_config(config, stage1.output, step.overrides, output.parent)
+    check_generation_config(judge)
     generation = {"dataset": dataset, "limit": step.limit, "drop_forced": step.drop_forced}
     child = {
         **judge.model_dump(exclude={"benchmarks", "output_dir", "run_name"}),

@@ -21,6 +21,10 @@ dataset, row and the row's prompt, so a restart re-generates nothing already wri
 row or a retrained adapter is never served a stale CoT, and shards work); only when every row is
 done is the clean LLaMA-Factory dataset written, atomically, with y* and ``drop_forced`` applied
 then, and a summary of CoTs that hit the token limit, were empty, or were dropped.
+
+``remove_reference`` (for a stage-1 model trained with ``cotraft_remove_reference``) samples each
+CoT on the prompt without its reference answer, and D_self stores that prompt: the one its CoT was
+written for. ``score_only_prompt`` is refused: it is the prompt of judges that write no CoT.
 """
 
 import json
@@ -32,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
+from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
 from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, build_eval_config
 from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
@@ -77,10 +82,27 @@ class SelfGenerationSummary:
     closed_by: dict[str, int]
 
 
+def check_generation_config(config: EvalConfig) -> None:
+    """Refuse what D_self cannot honour: the no-feedback prompt asks for a score with no CoT to sample."""
+    if config.score_only_prompt:
+        raise EvalConfigError(
+            "score_only_prompt is the prompt of score-only judges, which write no CoT; D_self samples the "
+            "stage-1 model's CoTs, so unset it for the generation (remove_reference is applied if set)."
+        )
+
+
 def load_training_inputs(
-    dataset: str, dataset_dir: str, score_format: ScoreFormat, limit: int | None = None
+    dataset: str,
+    dataset_dir: str,
+    score_format: ScoreFormat,
+    limit: int | None = None,
+    remove_reference: bool = False,
 ) -> tuple[list[TrainingInput], list[str]]:
-    """(x, y*) of a LLaMA-Factory dataset (hub or file, any supported response form) and the rows it skipped."""
+    """(x, y*) of a LLaMA-Factory dataset (hub or file, any supported response form) and the rows it skipped.
+
+    With ``remove_reference``, x is the prompt without its reference answer (a prompt whose reference
+    cannot be delimited is skipped; one without a reference is kept as it is).
+    """
     from llamafactory.data.loader import _get_merged_dataset
     from llamafactory.hparams import get_train_args
 
@@ -97,18 +119,29 @@ def load_training_inputs(
         )
     )
     rows = _get_merged_dataset(data_args.dataset, model_args, data_args, training_args, stage="cotraft")
-    inputs, skipped = [], []
+    rules = AuthorsPromptRules(remove_reference=remove_reference)
+    inputs, skipped, without_reference = [], [], 0
     for example in rows:
         origin = f"dataset '{example['tract_dataset']}' row {example['tract_row']}"
         try:
             if len(example["_prompt"]) != 1 or len(example["_response"]) != 1:
                 raise InvalidJudgeResponse("expected a one-turn prompt with one response")
             _, score = score_format.split_response(example["_response"][0]["content"])
+            messages = example["_prompt"]
+            if rules.active:
+                rewrite = rules.apply(messages[0]["content"])
+                messages = [{**messages[0], "content": rewrite.text}]
+                without_reference += not rewrite.reference_removed
         except InvalidJudgeResponse as error:
             skipped.append(f"{origin}: {error}")
             continue
-        prompt = JudgePrompt(messages=example["_prompt"], system=example["_system"] or None)
+        prompt = JudgePrompt(messages=messages, system=example["_system"] or None)
         inputs.append(TrainingInput(example["tract_dataset"], example["tract_row"], prompt, score))
+    if rules.active:
+        logger.info_rank0(
+            f"D_self: removed the reference answer from {len(inputs) - without_reference} of {len(inputs)} "
+            f"prompts (remove_reference); {without_reference} had none."
+        )
     return inputs, skipped
 
 
@@ -236,11 +269,12 @@ def generate_self_dataset(
 
     Returns the summary when D_self is complete, None while other shards still have rows to do.
     """
+    check_generation_config(config)
     key = generation_key(config, dataset, dataset_dir, limit, drop_forced)
     if self_dataset_is_complete(output, key):
         logger.info_rank0(f"D_self {output} is complete; nothing to generate.")
         return None
-    inputs, skipped = load_training_inputs(dataset, dataset_dir, config.score_format, limit)
+    inputs, skipped = load_training_inputs(dataset, dataset_dir, config.score_format, limit, config.remove_reference)
     if skipped:
         logger.warning_rank0(f"D_self: skipped {len(skipped)} training rows: {'; '.join(skipped[:10])}")
     store = generation_store(output, shard_index, num_shards)

@@ -72,6 +72,8 @@ def create_app(judge: TractJudge, config: ServeConfig) -> FastAPI:
             "predictor": judge_config.predictor,
             "n_cot": judge_config.n_cot,
             "seed": judge_config.seed,
+            "score_only_prompt": judge_config.score_only_prompt,
+            "remove_reference": judge_config.remove_reference,
             "pending_rows": batcher.pending_rows,
             "batches": batcher.batches,
         }
@@ -98,6 +100,11 @@ def create_app(judge: TractJudge, config: ServeConfig) -> FastAPI:
             )
             for item in request.items
         ]
+        for index, prompt in enumerate(prompts):  # refused here, so one bad item cannot fail a shared micro-batch
+            try:
+                judge.judge_prompt(prompt)
+            except ValueError as error:
+                raise HTTPException(status_code=422, detail=f"items[{index}]: {error}") from None
         seed = judge_config.seed if request.seed is None else request.seed
         grades = await batcher.submit(prompts, n_cot, seed)
         return {

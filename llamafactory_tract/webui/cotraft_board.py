@@ -48,12 +48,18 @@ LABELS = {
     "cotraft_score_in_ce": "Score token in CE",
     "cotraft_strict_data": "Strict data",
     "cotraft_chunked_loss": "Chunked loss",
+    "cotraft_score_only_prompt": "Authors' score-only prompt",
+    "cotraft_remove_reference": "Remove reference answer",
+    "cotraft_require_delimiter": "Require delimiter",
 }
-CHECKBOXES = ("cotraft_drop_cot", "cotraft_score_in_ce", "cotraft_strict_data", "cotraft_chunked_loss")
+SWITCHES = ("cotraft_drop_cot", "cotraft_score_in_ce", "cotraft_strict_data", "cotraft_chunked_loss")
+AUTHORS_RULES = ("cotraft_score_only_prompt", "cotraft_remove_reference", "cotraft_require_delimiter")
+CHECKBOXES = (*SWITCHES, *AUTHORS_RULES)
 ROWS = (
     ("raft_lambda", "score_delimiter", "score_values"),
     ("cotraft_min_prompt_share", "cotraft_effective_batch_size"),
-    CHECKBOXES,
+    SWITCHES,
+    AUTHORS_RULES,  # the TRACT authors' opt-in data rules, on a row of their own
 )
 # (key, colour) of the loss parts drawn over LlamaBoard's loss curve.
 LOSS_PARTS = (("ce_loss", "#ff7f0e"), ("raft_loss", "#2ca02c"))
