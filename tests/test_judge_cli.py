@@ -21,7 +21,9 @@ import pytest
 from judge_helpers import FAMILY, ROWS, RUBRIC, settings_overrides, tiny_judge
 
 from llamafactory_tract.cli import main
-from llamafactory_tract.judge.prompts import format_rubric
+from llamafactory_tract.eval.config import build_eval_config
+from llamafactory_tract.judge.api import TractJudge, prompt_key
+from llamafactory_tract.judge.prompts import absolute_prompt, format_rubric
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +136,47 @@ def test_jsonl_with_criteria_columns_writes_jsonl(tmp_path, judge_setup, capsys)
         rubric=RUBRIC,
     )
     assert [record["score"] for record in records] == pytest.approx([grade.score for grade in grades], abs=1e-5)
+
+
+def test_a_row_the_authors_rules_cannot_rewrite_is_skipped_by_file_row(tmp_path, judge_setup, capsys):
+    """With score_only_prompt + remove_reference, a row without a reference whose rubric quotes the reference
+    header cannot be rewritten: it is skipped as its file row, and the other rows grade as in a file without it."""
+    overrides, _, judge = judge_setup
+    rules = ["predictor=rail", "score_only_prompt=true", "remove_reference=true"]
+    rubric = format_rubric(RUBRIC)
+    good = [{"instruction": row["instruction"], "response": row["response"], "rubric": rubric} for row in ROWS]
+    bad = {**good[0], "rubric": rubric + "\nScore 5 only if it matches the ###Reference Answer."}
+
+    def grade(name: str, rows: list[dict]) -> list[dict]:
+        source = tmp_path / f"{name}.jsonl"
+        source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        output = tmp_path / f"{name}_grades.jsonl"
+        assert main(["judge", *overrides, *rules, f"input={source}", f"output={output}"]) == 0
+        return [json.loads(line) for line in output.read_text().splitlines()]
+
+    with_bad = grade("with_bad", [good[0], bad, *good[1:]])
+    printed = capsys.readouterr().out
+    assert "Graded 3 rows" in printed
+    assert (
+        "Skipped 1 rows: row 1: score_only_prompt + remove_reference cannot rewrite its prompt: "
+        "'###Reference Answer' comes after the last '###Score Rubrics:'" in printed
+    )
+    assert [record.pop("row") for record in with_bad] == [0, 2, 3]
+    without_bad = grade("without_bad", good)
+    assert [record.pop("row") for record in without_bad] == [0, 1, 2]
+    assert with_bad == without_bad
+    # Rewritten once, by the judge, as the Python API does; keyed by the prompt as built.
+    config = {**judge.config.model_dump(), "predictor": "rail", "score_only_prompt": True, "remove_reference": True}
+    rules_judge = TractJudge.from_config(build_eval_config(config, source="test"))
+    prompts = [absolute_prompt(row["instruction"], row["response"], RUBRIC) for row in ROWS]
+    try:
+        grades = rules_judge.grade_prompts(prompts)
+    finally:
+        rules_judge.close()
+    assert [record["score_probs"] for record in with_bad] == [grade.score_probs for grade in grades]
+    stored = tmp_path / "with_bad_grades.jsonl.progress.jsonl"
+    keys = {json.loads(line)["row"]: json.loads(line)["input_hash"] for line in stored.read_text().splitlines()}
+    assert keys == {row: prompt_key(prompt) for row, prompt in zip([0, 2, 3], prompts, strict=True)}
 
 
 def test_config_errors_name_the_problem(tmp_path, judge_setup, capsys):

@@ -19,7 +19,10 @@ rubric and optional reference answer; ``columns`` maps those fields to the data'
 rubric is, in order of precedence: the config's ``rubric`` (for every row), a ``rubric`` column,
 or a ``criteria`` column with ``score1_description`` ... ``score5_description`` columns. A reference
 answer is used when its column exists; then every row needs one. Rows with a missing or empty
-field are reported with their row number (0-based, in file order) and skipped; the run goes on.
+field, and, with the authors' ``score_only_prompt`` / ``remove_reference`` on, rows whose prompt lacks
+the section a rule rewrites, are reported with their row number (0-based, in file order) and
+skipped; the run goes on. The prompts stay as built (the judge rewrites each once, when grading),
+so a row's sampling and resume key is its prompt as given, as in the Python API and the server.
 
 Grades are appended per batch to ``<output>.progress.jsonl`` (keyed by row, checked against the
 row's prompt and the judge's settings), so an interrupted run resumes; the output file is written
@@ -36,6 +39,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
+from llamafactory_tract.data.authors_rules import PromptSectionMissing
 from llamafactory_tract.eval.config import EvalConfigError
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.api import TractJudge, prompt_key
@@ -254,7 +258,9 @@ def build_prompts(records: list[Any], config: GradeFileConfig) -> tuple[dict[int
     skipped: list[tuple[int, str]] = []
     for row, record in enumerate(records):
         try:
-            prompts[row] = _row_prompt(record, config, rubric_source, use_reference)
+            prompt = _row_prompt(record, config, rubric_source, use_reference)
+            _check_prompt_rules(prompt, config)
+            prompts[row] = prompt
         except (RowProblem, InvalidRubric) as error:
             skipped.append((row, str(error)))
     return prompts, skipped
@@ -291,6 +297,18 @@ def _row_prompt(record: Any, config: GradeFileConfig, rubric_source: str, use_re
     else:
         rubric = {key: _text(record, config.column(key)) for key in RUBRIC_KEYS}
     return absolute_prompt(instruction, response, rubric, reference)
+
+
+def _check_prompt_rules(prompt: str, config: GradeFileConfig) -> None:
+    """Refuse a row whose prompt the authors' rules cannot rewrite here, so it is skipped by its row number.
+
+    Only checked: ``TractJudge.grade_prompts`` applies the rules itself, once, to the prompt as built.
+    """
+    try:
+        config.prompt_rules.apply(prompt)
+    except PromptSectionMissing as error:
+        rules = [name for name in ("score_only_prompt", "remove_reference") if getattr(config, name)]
+        raise RowProblem(f"{' + '.join(rules)} cannot rewrite its prompt: {error}") from None
 
 
 def _text(record: dict[str, Any], column: str) -> str:
