@@ -165,8 +165,12 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
         "them once from the prometheus-eval repository into ~/.cache/llamafactory-tract)",
     )
     parser.add_argument("--run-root", type=Path, default=Path("saves/demo"), help="where every step writes")
-    parser.add_argument("--train-rows", type=int, default=24, help="Vicuna Bench prompts with a GPT-4 CoT to train on")
-    parser.add_argument("--eval-rows", type=int, default=16, help="MT Bench rows to evaluate on")
+    parser.add_argument(
+        "--train-rows", type=int, default=48, help="Vicuna Bench prompts (the shortest) with a GPT-4 CoT to train on"
+    )
+    parser.add_argument(
+        "--eval-rows", type=int, default=16, help="MT Bench rows (the shortest prompts) to evaluate on"
+    )
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -125,3 +125,15 @@ def test_tract_demo_without_data_names_the_folder_and_the_way_out(tmp_path, caps
 
     assert main(["demo", "--data-dir", str(tmp_path), "--run-root", str(tmp_path / "run")]) == 2
     assert "vicuna_eval.json, mt_bench_eval.json not found in" in capsys.readouterr().err
+
+
+def test_demo_keeps_the_rows_with_the_shortest_prompts_in_file_order(tmp_path):
+    import json
+
+    from llamafactory_tract.demo.run import shortest_prompt_records
+
+    source = tmp_path / "bench.json"
+    prompts = ["a" * 50, "b" * 10, "c" * 30, "d" * 20, "e" * 40]
+    source.write_text(json.dumps([{"instruction": prompt, "row": index} for index, prompt in enumerate(prompts)]))
+    chosen = json.loads(shortest_prompt_records(source, 3, tmp_path / "out" / "bench.json").read_text())
+    assert [record["row"] for record in chosen] == [1, 2, 3]

@@ -229,7 +229,7 @@ def test_authors_prompt_rules_enter_step_keys_only_when_on(tiny_model_dirs, tmp_
 
 def test_demo_run_root_moves_every_step_of_every_row(tmp_path):
     run_root = tmp_path / "my-demo"
-    configs = demo_configs(Path("seed-model"), run_root / "data", tmp_path, run_root, eval_rows=4)
+    configs = demo_configs(Path("seed-model"), run_root / "data", run_root / "data" / "mt_bench_eval.json", run_root)
     outputs = [path for config in configs for path in (Path(config.run_dir), *(s.output for s in build_steps(config)))]
     assert len(configs) == 3 and all(path.is_relative_to(run_root) for path in outputs), outputs
 

