@@ -17,6 +17,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,6 +170,7 @@ def test_stored_predictions_are_reused_only_for_unchanged_rows(setting, capsys):
         ("rows.stage1.limt=2", "unknown key `rows.stage1.limt` (did you mean `limit`?)"),
         ("temprature=0.5", "unknown key `temprature` (did you mean `temperature`?)"),
         ("predictor=rail", "`predictor` must be cot_rail"),
+        ("score_only_prompt=true", "['score_only_prompt'] rewrite score-only judges' prompts"),
         ("rows.stage1.dataset=missing_set", "rows.stage1: cannot read dataset 'missing_set'"),
         ("rows.stage2.path=/nowhere/d_self.jsonl", "rows.stage2.path: /nowhere/d_self.jsonl does not exist"),
     ],
@@ -189,3 +191,36 @@ def test_the_paper_recipe_points_at_a_table2_tract_run():
     assert config.rows["stage2"].path == "saves/mistral-7b/table2/shared/d_self/d_self.jsonl"
     assert stage2.adapter_name_or_path == "saves/mistral-7b/table2/tract/stage2"
     assert (stage1.predictor, stage1.temperature, stage1.top_p, stage1.max_new_tokens) == ("cot_rail", 1.0, 0.9, 1024)
+
+
+def test_the_demo_recipe_reads_the_demo_runs_as_they_were_trained():
+    from llamafactory_tract.demo.run import DEMO_CONFIGS
+    from llamafactory_tract.pipeline.config import load_pipeline_config
+
+    config = load_table3_config([str(DEMO_CONFIGS / "table3.yaml"), "model_name_or_path=seed"])
+    tract = load_pipeline_config([DEMO_CONFIGS / "tract.yaml"])
+    stage1, stage2 = config.row_judge("stage1"), config.row_judge("stage2")
+    assert stage1.adapter_name_or_path == tract.stage1.output_dir
+    assert config.rows["stage2"].path == tract.self_generation.output
+    assert stage2.adapter_name_or_path == str(Path(tract.run_dir) / "stage2")
+    assert stage1.remove_reference and stage1.max_new_tokens == 256
+
+
+def test_remove_reference_rewrites_the_training_prompts_as_training_did(tmp_path):
+    from llamafactory_tract.data.authors_rules import AuthorsPromptRules
+    from llamafactory_tract.data.score_format import ScoreFormat
+    from llamafactory_tract.eval.table3 import Table3Row, load_training_examples
+
+    prompt = (
+        "###Task Description:\nGrade it.\n\n###The instruction to evaluate:\nSay hi.\n\n"
+        "###Response to evaluate:\nhi\n\n"
+        "###Reference Answer (Score 5):\nHello there!\n\n###Score Rubrics:\n[Polite?]\n\n###Feedback: "
+    )
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"instruction": prompt, "output": "Fine. So the overall score is 4"}) + "\n")
+    row = Table3Row(path=str(data))
+    kept, _ = load_training_examples("stage1", row, ScoreFormat(), AuthorsPromptRules())
+    removed, _ = load_training_examples("stage1", row, ScoreFormat(), AuthorsPromptRules(remove_reference=True))
+    assert "Hello there!" in kept[0].prompt.messages[-1]["content"]
+    text = removed[0].prompt.messages[-1]["content"]
+    assert "Hello there!" not in text and "###Response to evaluate:\nhi" in text and "###Score Rubrics:" in text

@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
+from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.processor import check_single_cot_end
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
 from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, expand_user
@@ -54,8 +55,8 @@ TABLE_NAME = "table3"
 ROW_JUDGE_KEYS = ("model_name_or_path", "adapter_name_or_path", "template")
 COMMAND_KEYS = frozenset({"rows", "run_root", "output_dir"})
 EVAL_ONLY_KEYS = frozenset({"benchmarks", "run_name"})
-# The authors' prompt rules of score-only judges: Table 3 judges CoT models on the training prompts as stored.
-PROMPT_RULE_KEYS = frozenset({"score_only_prompt", "remove_reference"})
+# The authors' score-only prompt: Table 3 judges CoT models. (`remove_reference` applies to the training prompts.)
+SCORE_ONLY_KEYS = frozenset({"score_only_prompt"})
 
 
 class Table3Error(EvalConfigError):
@@ -107,9 +108,9 @@ class Table3Config(EvalConfig):
         used = sorted(self.model_fields_set & EVAL_ONLY_KEYS)
         if used:
             raise ValueError(f"{used} are `tract eval` keys, not used by Table 3")
-        rules = sorted(self.model_fields_set & PROMPT_RULE_KEYS)
+        rules = sorted(self.model_fields_set & SCORE_ONLY_KEYS)
         if rules:
-            raise ValueError(f"{rules} rewrite score-only judges' prompts; Table 3 uses training prompts as stored")
+            raise ValueError(f"{rules} rewrite score-only judges' prompts; Table 3 judges CoT models")
         if self.predictor != "cot_rail":
             raise ValueError(
                 f"Table 3 predicts ŷ(ŝ) with CoT-RAIL and ŷ(s*) with the expected score after s*; "
@@ -153,12 +154,13 @@ class TrainingExample:
 
 
 def load_training_examples(
-    name: str, row: Table3Row, score_format: ScoreFormat
+    name: str, row: Table3Row, score_format: ScoreFormat, rules: AuthorsPromptRules
 ) -> tuple[list[TrainingExample], list[str]]:
     """(x, s*, y*) of the row's data, read by LLaMA-Factory as training reads it, and the rows it skipped.
 
     Skipped, as training drops them: a response without a valid score, an empty CoT, or a CoT that
-    already contains the delimiter or ``[RESULT]``.
+    already contains the delimiter or ``[RESULT]``. ``rules`` (``remove_reference``) rewrite the prompt
+    as ``cotraft_remove_reference`` did in training; a prompt without a reference is kept as it is.
     """
     with tempfile.TemporaryDirectory() as scratch:
         dataset, dataset_dir = row.dataset, row.dataset_dir
@@ -180,10 +182,13 @@ def load_training_examples(
             if not cot:
                 raise InvalidJudgeResponse("empty CoT")
             check_single_cot_end(cot, score_format.delimiter)
+            messages = example["_prompt"]
+            if rules.active:
+                messages = [*messages[:-1], {**messages[-1], "content": rules.apply(messages[-1]["content"]).text}]
         except InvalidJudgeResponse as error:
             skipped.append(f"{origin}: {error}")
             continue
-        prompt = JudgePrompt(messages=example["_prompt"], system=example["_system"] or None)
+        prompt = JudgePrompt(messages=messages, system=example["_system"] or None)
         examples.append(TrainingExample(example["tract_dataset"], example["tract_row"], prompt, cot, score))
     return examples, skipped
 
@@ -307,7 +312,7 @@ def run_table3(config: Table3Config) -> list[Table3Line]:
     judges = {name: config.row_judge(name) for name in config.rows}
     data = {}
     for name, row in config.rows.items():
-        examples, skipped = load_training_examples(name, row, judges[name].score_format)
+        examples, skipped = load_training_examples(name, row, judges[name].score_format, judges[name].prompt_rules)
         if skipped:
             logger.warning_rank0(f"Table 3 row {name}: skipped {len(skipped)} rows: {'; '.join(skipped[:5])}")
         if not examples:
