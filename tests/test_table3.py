@@ -170,7 +170,7 @@ def test_stored_predictions_are_reused_only_for_unchanged_rows(setting, capsys):
         ("rows.stage1.limt=2", "unknown key `rows.stage1.limt` (did you mean `limit`?)"),
         ("temprature=0.5", "unknown key `temprature` (did you mean `temperature`?)"),
         ("predictor=rail", "`predictor` must be cot_rail"),
-        ("score_only_prompt=true", "['score_only_prompt'] rewrite score-only judges' prompts"),
+        ("score_only_prompt=true", "predictor 'cot_rail' samples a CoT first"),
         ("rows.stage1.dataset=missing_set", "rows.stage1: cannot read dataset 'missing_set'"),
         ("rows.stage2.path=/nowhere/d_self.jsonl", "rows.stage2.path: /nowhere/d_self.jsonl does not exist"),
     ],

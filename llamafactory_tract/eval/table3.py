@@ -55,8 +55,6 @@ TABLE_NAME = "table3"
 ROW_JUDGE_KEYS = ("model_name_or_path", "adapter_name_or_path", "template")
 COMMAND_KEYS = frozenset({"rows", "run_root", "output_dir"})
 EVAL_ONLY_KEYS = frozenset({"benchmarks", "run_name"})
-# The authors' score-only prompt: Table 3 judges CoT models. (`remove_reference` applies to the training prompts.)
-SCORE_ONLY_KEYS = frozenset({"score_only_prompt"})
 
 
 class Table3Error(EvalConfigError):
@@ -108,9 +106,6 @@ class Table3Config(EvalConfig):
         used = sorted(self.model_fields_set & EVAL_ONLY_KEYS)
         if used:
             raise ValueError(f"{used} are `tract eval` keys, not used by Table 3")
-        rules = sorted(self.model_fields_set & SCORE_ONLY_KEYS)
-        if rules:
-            raise ValueError(f"{rules} rewrite score-only judges' prompts; Table 3 judges CoT models")
         if self.predictor != "cot_rail":
             raise ValueError(
                 f"Table 3 predicts ŷ(ŝ) with CoT-RAIL and ŷ(s*) with the expected score after s*; "
