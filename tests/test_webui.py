@@ -48,7 +48,10 @@ CHROMIUM_ARGS = [
 VENV_BIN = Path(sys.executable).parent
 STAGE_LABEL = "CoT-RAFT"
 # What the run needs beyond the board's own inputs, through its "Extra arguments" box (JSON), as a user would.
-EXTRA_ARGS = {"optim": "adamw_torch", "max_steps": 2, "logging_steps": 1, "preprocessing_num_workers": None}
+# The board draws the loss plot only while the trainer process runs, on its ~2 s polling timer: the run
+# must keep logging for several polls after its first step: BOARD_STEPS tiny steps take about 8 s here.
+BOARD_STEPS = 120
+EXTRA_ARGS = {"optim": "adamw_torch", "max_steps": BOARD_STEPS, "logging_steps": 1, "preprocessing_num_workers": None}
 TIMEOUT_MS = 60_000
 TRAIN_TIMEOUT_S = 420
 
@@ -231,7 +234,7 @@ def test_llamaboard_trains_cotraft_from_the_browser(board, page, tiny_model_dirs
     assert run_args["cotraft_chunked_loss"] is True and run_args["score_values"] == "1,2,3,4,5"
     entries = [json.loads(line) for line in (output_dir / "trainer_log.jsonl").read_text().splitlines()]
     losses = [entry for entry in entries if "ce_loss" in entry]
-    assert [entry["current_steps"] for entry in losses] == [1, 2]
+    assert [entry["current_steps"] for entry in losses] == list(range(1, BOARD_STEPS + 1))
     for entry in losses:
         assert entry["loss"] == pytest.approx(entry["ce_loss"] + 0.5 * entry["raft_loss"], rel=1e-3)
     assert (output_dir / "adapter_model.safetensors").is_file()

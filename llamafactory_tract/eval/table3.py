@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
+from llamafactory_tract.data.aligned_rows import read_aligned_rows
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.processor import check_single_cot_end
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
@@ -162,7 +163,7 @@ def load_training_examples(
         if row.path is not None:
             dataset, dataset_dir = _register_file(name, Path(row.path), Path(scratch))
         try:
-            rows = _read_dataset(dataset, dataset_dir, row.limit, Path(scratch))
+            rows = read_aligned_rows(dataset, dataset_dir, row.limit, output_dir=str(Path(scratch) / "unused"))
         except (ValueError, OSError) as error:
             raise Table3Error(
                 f"rows.{name}: cannot read dataset '{dataset}' (dataset_dir {dataset_dir}): {error}"
@@ -203,25 +204,6 @@ def _register_file(name: str, path: Path, scratch: Path) -> tuple[str, str]:
     info = {path.stem: {"file_name": str(path.resolve()), "columns": mapping}}
     (scratch / "dataset_info.json").write_text(json.dumps(info))
     return path.stem, str(scratch)
-
-
-def _read_dataset(dataset: str, dataset_dir: str, limit: int | None, scratch: Path) -> Any:
-    from llamafactory.data.loader import _get_merged_dataset
-    from llamafactory.hparams import get_train_args
-
-    model_args, data_args, training_args, _, _ = get_train_args(
-        dict(
-            model_name_or_path="unused-for-loading-data",
-            template="empty",
-            stage="cotraft",
-            dataset=dataset,
-            dataset_dir=dataset_dir,
-            output_dir=str(scratch / "unused"),
-            max_samples=limit,
-            report_to="none",
-        )
-    )
-    return _get_merged_dataset(data_args.dataset, model_args, data_args, training_args, stage="cotraft")
 
 
 def predict_row(

@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
+from llamafactory_tract.data.aligned_rows import read_aligned_rows
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
 from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, build_eval_config
@@ -103,22 +104,7 @@ def load_training_inputs(
     With ``remove_reference``, x is the prompt without its reference answer (a prompt whose reference
     cannot be delimited is skipped; one without a reference is kept as it is).
     """
-    from llamafactory.data.loader import _get_merged_dataset
-    from llamafactory.hparams import get_train_args
-
-    model_args, data_args, training_args, _, _ = get_train_args(
-        dict(
-            model_name_or_path="unused-for-loading-data",
-            template="empty",
-            stage="cotraft",
-            dataset=dataset,
-            dataset_dir=dataset_dir,
-            output_dir="saves/.self_generation",
-            max_samples=limit,
-            report_to="none",
-        )
-    )
-    rows = _get_merged_dataset(data_args.dataset, model_args, data_args, training_args, stage="cotraft")
+    rows = read_aligned_rows(dataset, dataset_dir, limit, output_dir="saves/.self_generation")
     rules = AuthorsPromptRules(remove_reference=remove_reference)
     inputs, skipped, without_reference = [], [], 0
     for example in rows:
