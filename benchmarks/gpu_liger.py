@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.result_file import save_result
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "sft": {"stage": "sft"},
     "sft_liger": {"stage": "sft", "enable_liger_kernel": True},
@@ -156,11 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = format_report(model.description, args, summary)
     result = {"config": {**vars(args), "out": str(args.out)}, "model": model.description, "training": summary}
     result.update(wall_s=time.perf_counter() - started, table=report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"gpu_liger_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(report)
-    print(f"\nwritten: {path} ({result['wall_s']:.0f} s)")
+    save_result(args.out, "gpu_liger", result)
     return result
 
 

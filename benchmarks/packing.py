@@ -37,6 +37,7 @@ from typing import Any
 
 from benchmarks.geometry import GEOMETRIES, prepare_model
 from benchmarks.judge_rows import write_dataset
+from benchmarks.result_file import save_result
 from benchmarks.training import measure_in_subprocess
 
 CONFIGS = {
@@ -171,11 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "table": report,
     }
     result["config"]["data"] = [str(path) for path in args.data]
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"packing_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(report)
-    print(f"\nwritten: {path} ({result['wall_s']:.0f} s)")
+    save_result(args.out, "packing", result)
     return result
 
 

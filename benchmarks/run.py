@@ -34,6 +34,7 @@ from benchmarks.geometry import GEOMETRIES, PreparedModel, prepare_model
 from benchmarks.inference import measure_inference
 from benchmarks.judge_rows import judge_rows, write_dataset
 from benchmarks.preprocessing import measure_preprocessing
+from benchmarks.result_file import save_result
 from benchmarks.training import CONFIGS, measure_in_subprocess
 from benchmarks.vllm_inference import measure_vllm_inference, vllm_rows
 
@@ -278,11 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": time.perf_counter() - started,
         "table": report,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"benchmark_{args.geometry}_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(report)
-    print(f"\nwritten: {path} ({result['wall_s']:.0f} s)")
+    save_result(args.out, f"benchmark_{args.geometry}", result)
     return result
 
 
