@@ -33,6 +33,7 @@ from typing import Any
 
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse, ScoreFormat
+from llamafactory_tract.extras.jsonl import parse_json_list
 from llamafactory_tract.extras.logging import get_logger
 
 logger = get_logger(__name__)
@@ -216,13 +217,7 @@ def read_local_records(path: Path) -> list[Any]:
                 except json.JSONDecodeError as error:
                     raise BenchmarkDataError(f"{path}: line {number} is not valid JSON ({error}).") from error
         return records
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BenchmarkDataError(f"{path} is not valid JSON ({error}).") from error
-    if not isinstance(records, list):
-        raise BenchmarkDataError(f"{path} must contain a JSON list of rows, got {type(records).__name__}.")
-    return records
+    return parse_json_list(text, path, BenchmarkDataError)
 
 
 def read_hub_records(source: str) -> list[dict[str, Any]]:

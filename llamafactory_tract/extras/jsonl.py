@@ -12,10 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""JSON Lines output shared by the demo and D_self generation."""
+"""JSON files of rows: JSON Lines output (demo, D_self) and JSON-list input (benchmarks, `tract judge`)."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 
 def write_jsonl(rows: list[dict], path: Path) -> Path:
@@ -27,3 +28,14 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     partial.replace(path)
     return path
+
+
+def parse_json_list(text: str, path: Path, error: type[Exception]) -> list[Any]:
+    """The rows of a JSON file that holds a list; ``error`` names the file when it is not JSON or not a list."""
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as problem:
+        raise error(f"{path} is not valid JSON ({problem}).") from problem
+    if not isinstance(records, list):
+        raise error(f"{path} must contain a JSON list of rows, got {type(records).__name__}.")
+    return records

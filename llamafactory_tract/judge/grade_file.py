@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from llamafactory_tract.data.authors_rules import PromptSectionMissing
 from llamafactory_tract.eval.config import EvalConfigError
+from llamafactory_tract.extras.jsonl import parse_json_list
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.api import TractJudge, prompt_key
 from llamafactory_tract.judge.judge_config import JudgeCommandConfig, load_command_config
@@ -215,13 +216,7 @@ def _read_local(path: Path) -> list[Any]:
         return [_json_line(line) for line in text.splitlines() if line.strip()]
     if path.suffix != ".json":
         raise EvalConfigError(f"Input file {path}: unsupported format; use one of {list(LOCAL_SUFFIXES)}.")
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise EvalConfigError(f"{path} is not valid JSON ({error}).") from error
-    if not isinstance(records, list):
-        raise EvalConfigError(f"{path} must contain a JSON list of rows, got {type(records).__name__}.")
-    return records
+    return parse_json_list(text, path, EvalConfigError)
 
 
 def _json_line(line: str) -> Any:
