@@ -61,3 +61,30 @@ def sgd_full_finetune_config(model_dir: Path, data_dir: Path, output_dir: Path, 
         "save_strategy": "no",
         **overrides,
     }
+
+
+def load_cotraft_data(model: tuple[Path, str], dataset_dir: Path, **overrides):
+    """(tokenizer, score tokens, dataset module) of ``stage: cotraft`` on a tiny model, as training builds them;
+    ``overrides`` name the dataset and anything else."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    from llamafactory_tract.train.cotraft.workflow import load_cotraft_dataset
+
+    model_dir, template_name = model
+    config = dict(
+        model_name_or_path=str(model_dir),
+        template=template_name,
+        stage="cotraft",
+        do_train=True,
+        dataset_dir=str(dataset_dir),
+        output_dir=str(dataset_dir / "out"),
+        overwrite_cache=True,
+        report_to="none",
+    )
+    model_args, data_args, training_args, _, _ = get_train_args({**config, **overrides})
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    score_tokens, module = load_cotraft_dataset(template, tokenizer_module, model_args, data_args, training_args)
+    return tokenizer_module["tokenizer"], score_tokens, module

@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 from inference_helpers import real_rows, tiny_model_dir
-from llamafactory.data import get_template_and_fix_tokenizer
+from judge_data import load_cotraft_data
 from llamafactory.hparams import get_train_args
-from llamafactory.model import load_tokenizer
 
 from llamafactory_tract.data.authors_rules import (
     NO_FEEDBACK_ENDING,
@@ -36,7 +35,6 @@ from llamafactory_tract.data.validation import InvalidTrainingData
 from llamafactory_tract.eval.config import EvalConfigError, build_eval_config
 from llamafactory_tract.judge.prediction_store import input_hash
 from llamafactory_tract.judge.prompts import absolute_prompt
-from llamafactory_tract.train.cotraft.workflow import load_cotraft_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUBRIC = {"criteria": "Is it right?", **{f"score{level}_description": f"level {level}" for level in range(1, 6)}}
@@ -126,24 +124,9 @@ def dataset_dir(tmp_path):
 
 
 def load(tiny_model_dirs, dataset_dir, **overrides):
-    model_dir, template_name = tiny_model_dirs["tiktoken"]
-    config = dict(
-        model_name_or_path=str(model_dir),
-        template=template_name,
-        stage="cotraft",
-        do_train=True,
-        dataset="judge",
-        dataset_dir=str(dataset_dir),
-        cutoff_len=512,
-        output_dir=str(dataset_dir / "out"),
-        overwrite_cache=True,
-        report_to="none",
-    )
-    model_args, data_args, training_args, _, _ = get_train_args({**config, **overrides})
-    tokenizer_module = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
-    _, module = load_cotraft_dataset(template, tokenizer_module, model_args, data_args, training_args)
-    return tokenizer_module["tokenizer"], module
+    overrides = {"dataset": "judge", "cutoff_len": 512, **overrides}
+    tokenizer, _, module = load_cotraft_data(tiny_model_dirs["tiktoken"], dataset_dir, **overrides)
+    return tokenizer, module
 
 
 def test_rows_without_the_delimiter_are_dropped_counted_and_refused_when_strict(tiny_model_dirs, dataset_dir, caplog):

@@ -18,13 +18,10 @@ import json
 import re
 
 import pytest
-from llamafactory.data import get_template_and_fix_tokenizer
+from judge_data import load_cotraft_data
 from llamafactory.extras.constants import IGNORE_INDEX
-from llamafactory.hparams import get_train_args
-from llamafactory.model import load_tokenizer
 
 from llamafactory_tract.data.validation import InvalidTrainingData
-from llamafactory_tract.train.cotraft.workflow import load_cotraft_dataset
 
 PROMPT = "###Task Description: grade the response.\n###Response to evaluate: Paris is in France."
 JUDGE_ROWS = [
@@ -59,24 +56,9 @@ def dataset_dir(tmp_path):
 
 
 def load(tiny_model_dirs, dataset_dir, **overrides):
-    model_dir, template_name = tiny_model_dirs["tiktoken"]
-    config = dict(
-        model_name_or_path=str(model_dir),
-        template=template_name,
-        stage="cotraft",
-        do_train=True,
-        dataset="judge,judge_scored",
-        dataset_dir=str(dataset_dir),
-        cutoff_len=256,
-        output_dir=str(dataset_dir / "out"),
-        overwrite_cache=True,
-        report_to="none",
-    )
-    model_args, data_args, training_args, _, _ = get_train_args({**config, **overrides})
-    tokenizer_module = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
-    score_tokens, module = load_cotraft_dataset(template, tokenizer_module, model_args, data_args, training_args)
-    return tokenizer_module["tokenizer"], score_tokens, module["train_dataset"]
+    overrides = {"dataset": "judge,judge_scored", "cutoff_len": 256, **overrides}
+    tokenizer, score_tokens, module = load_cotraft_data(tiny_model_dirs["tiktoken"], dataset_dir, **overrides)
+    return tokenizer, score_tokens, module["train_dataset"]
 
 
 def test_valid_rows_are_kept_with_the_score_masked_and_located(tiny_model_dirs, dataset_dir, caplog):
