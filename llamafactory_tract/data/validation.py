@@ -78,6 +78,8 @@ def first_rows(origins: list[tuple[str, int]]) -> str:
 def describe_authors_rules(dataset: "Dataset", split: str, data_args: "TractDataArguments") -> list[str]:
     """One line per TRACT authors' data rule that is on: how many rows it changed, dropped or found without
     its section (those rows named), so an opt-in rule never acts silently."""
+    if not (data_args.authors_prompt_rules.active or data_args.cotraft_require_delimiter):
+        return []
     total = len(dataset)
     origins = list(zip(dataset[ORIGIN_DATASET_COLUMN], dataset[ORIGIN_ROW_COLUMN], strict=True))
     lines = []
