@@ -24,6 +24,7 @@ from typing import Literal
 
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
+from llamafactory_tract.hparams.cotraft_checks import check_cotraft_losses
 from llamafactory_tract.train.cotraft.chunked_loss import DEFAULT_CHUNK_SIZE
 
 COTRAFT_STAGE = "cotraft"
@@ -69,3 +70,5 @@ class TractFinetuningArguments(FinetuningArguments):
             raise ValueError(f"`cotraft_effective_batch_size` must be >= 1, got {self.cotraft_effective_batch_size}.")
         if self.stage == COTRAFT_STAGE and (self.use_mca or self.use_hyper_parallel):
             raise ValueError("Stage `cotraft` runs on LLaMA-Factory's trainer: unset `use_mca`/`use_hyper_parallel`.")
+        if self.stage == COTRAFT_STAGE:
+            check_cotraft_losses(self)

@@ -26,7 +26,7 @@ from typing import Any
 from llamafactory.train.callbacks import LogCallback
 from typing_extensions import override
 
-EXTRA_LOG_KEYS = ("ce_loss", "raft_loss", "rmse", "pearson")
+EXTRA_LOG_KEYS = ("ce_loss", "raft_loss", "aux_loss", "rmse", "pearson")
 
 
 def _entry_kind(logs: dict[str, Any]) -> str | None:

@@ -26,6 +26,12 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+# At its peak (backward) ``cotraft_loss`` holds three float32 [batch, tokens, vocab] buffers: the
+# log-softmax kept from the forward (where the float32 logits also live), the gradient reaching it,
+# and the gradient of the logits (measured on an H200, bf16 Llama-3 head: 12.0 bytes per logit).
+# The chunked loss holds a few [chunk, vocab] buffers instead, whatever the sequence length.
+FULL_LOGIT_FLOAT32_BUFFERS = 3
+FLOAT32_BYTES = 4
 
 
 class CoTRaftLoss(NamedTuple):
@@ -37,6 +43,13 @@ class CoTRaftLoss(NamedTuple):
     """Summed (expected score - y*)^2 over the scored judge rows of this micro-batch."""
     expected_scores: torch.Tensor
     """Expected score of each judge row under the full-vocabulary softmax, shaped like ``score_index``."""
+    aux_loss: torch.Tensor | None = None
+    """A MoE router's auxiliary term (coefficient x load-balancing loss), included in ``loss``; set by the trainer."""
+
+
+def full_logits_extra_bytes(micro_batch_size: int, tokens: int, vocab_size: int) -> int:
+    """Peak memory of the full-logit loss per micro-batch, which the chunked loss avoids: 3 x 4 bytes x B x T x V."""
+    return FULL_LOGIT_FLOAT32_BUFFERS * FLOAT32_BYTES * micro_batch_size * tokens * vocab_size
 
 
 def upcast_half(tensor: torch.Tensor) -> torch.Tensor:

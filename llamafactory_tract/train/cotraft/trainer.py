@@ -33,13 +33,16 @@ from llamafactory_tract.data.score_tokens import ScoreTokens
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.train.cotraft.chunked_loss import chunked_cotraft_loss
 from llamafactory_tract.train.cotraft.final_hidden_states import (
+    base_causal_lm,
     chunked_loss_blocker,
     forward_final_hidden_states,
     lm_head_parameters,
 )
-from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, cotraft_loss
+from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, cotraft_loss, full_logits_extra_bytes
+from llamafactory_tract.train.cotraft.router_aux_loss import router_aux_loss_coef, with_router_aux_loss
 
 LOSS_PART_KEYS = ("ce_loss", "raft_loss")
+AUX_LOSS_KEY = "aux_loss"
 
 logger = get_logger(__name__)
 
@@ -73,29 +76,47 @@ def compute_score_metrics(prediction: EvalPrediction) -> dict[str, float]:
 
 
 class CoTRaftTrainer(CustomSeq2SeqTrainer):
-    def __init__(self, score_tokens: ScoreTokens, raft_lambda: float, **kwargs) -> None:
+    def __init__(self, score_tokens: ScoreTokens, raft_lambda: float, cutoff_len: int, **kwargs) -> None:
         super().__init__(**kwargs)
         # training_step must not divide by the accumulation steps: compute_loss already normalises.
         self.model_accepts_loss_kwargs = True
         self.raft_lambda = raft_lambda
         self.score_token_ids = torch.tensor(score_tokens.token_ids, dtype=torch.long)
         self.score_values = torch.tensor(score_tokens.numeric_values, dtype=torch.float32)
-        self._loss_part_sums = torch.zeros(2, dtype=torch.float64)
+        self.router_aux_loss_coef = router_aux_loss_coef(self.accelerator.unwrap_model(self.model))
+        self.loss_part_keys = LOSS_PART_KEYS + ((AUX_LOSS_KEY,) if self.router_aux_loss_coef is not None else ())
+        self._loss_part_sums = torch.zeros(len(self.loss_part_keys), dtype=torch.float64)
         self._steps_in_loss_part_sums: set[int] = set()
         self.loss_chunk_size = self.finetuning_args.cotraft_loss_chunk_size
-        self.chunked_loss = self._use_chunked_loss(self.finetuning_args.cotraft_chunked_loss)
+        self.chunked_loss = self._use_chunked_loss(self.finetuning_args.cotraft_chunked_loss, cutoff_len)
 
-    def _use_chunked_loss(self, requested: bool) -> bool:
-        """The chunked loss where it reproduces the model's logits exactly; otherwise say why not."""
+    def _use_chunked_loss(self, requested: bool, cutoff_len: int) -> bool:
+        """The chunked loss where it reproduces the model's logits exactly; otherwise say why not and what it costs."""
         if not requested:
+            logger.info_rank0(
+                f"CoT-RAFT: chunked loss off (cotraft_chunked_loss: false). {self._full_logit_memory(cutoff_len)}"
+            )
             return False
         sharded = is_deepspeed_zero3_enabled() or self.is_fsdp_enabled
         blocker = chunked_loss_blocker(self.accelerator.unwrap_model(self.model), sharded_weights=sharded)
         if blocker is None:
             logger.info_rank0(f"CoT-RAFT: chunked loss on (chunk size {self.loss_chunk_size}), no full logits.")
             return True
-        logger.warning_rank0(f"CoT-RAFT: chunked loss off, full logits are materialised: {blocker}.")
+        logger.warning_rank0(
+            f"CoT-RAFT: chunked loss off, full logits are materialised: {blocker}. "
+            + self._full_logit_memory(cutoff_len)
+        )
         return False
+
+    def _full_logit_memory(self, cutoff_len: int) -> str:
+        """What the full-logit loss costs at rows of cutoff_len tokens, for the start-up log."""
+        batch = self.args.per_device_train_batch_size
+        vocab = base_causal_lm(self.accelerator.unwrap_model(self.model)).config.get_text_config().vocab_size
+        extra = full_logits_extra_bytes(batch, cutoff_len, vocab)
+        return (
+            f"Estimated extra memory per micro-batch: {extra / 2**30:.2f} GiB (float32 logits, log-softmax and "
+            f"gradient: 3 x 4 bytes x batch {batch} x cutoff_len {cutoff_len} x vocab {vocab})."
+        )
 
     @override
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> EffectiveBatchCounts | None:
@@ -131,6 +152,7 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
         else:
             outputs = model(**inputs)
             parts = cotraft_loss(logits=outputs.logits, **loss_kwargs)
+        parts = with_router_aux_loss(parts, outputs, self.router_aux_loss_coef)
         return parts, outputs, labels, score_target, counts
 
     @override
@@ -138,12 +160,10 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
         parts, outputs, _, _, counts = self._loss_parts(model, inputs, num_items_in_batch)
         loss = parts.loss
         if model.training:
-            self._loss_part_sums += (
-                torch.stack([parts.ce_sum / counts.ce_tokens, parts.squared_error_sum / counts.scored_sequences])
-                .detach()
-                .double()
-                .cpu()
-            )
+            values = [parts.ce_sum / counts.ce_tokens, parts.squared_error_sum / counts.scored_sequences]
+            if AUX_LOSS_KEY in self.loss_part_keys:
+                values.append(parts.aux_loss)
+            self._loss_part_sums += torch.stack(values).detach().double().cpu()
             self._steps_in_loss_part_sums.add(self.state.global_step)
             # DDP averages gradients over processes; the normaliser is already global.
             loss = loss * self.accelerator.num_processes
@@ -171,7 +191,7 @@ class CoTRaftTrainer(CustomSeq2SeqTrainer):
             if self.args.world_size > 1:
                 sums = self.accelerator.reduce(sums, reduction="sum")
             steps = len(self._steps_in_loss_part_sums)
-            for key, value in zip(LOSS_PART_KEYS, (sums / steps).tolist(), strict=True):
+            for key, value in zip(self.loss_part_keys, (sums / steps).tolist(), strict=True):
                 logs[key] = round(value, 4)
             self._loss_part_sums.zero_()
             self._steps_in_loss_part_sums.clear()

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from llamafactory.data.data_utils import DatasetModule
     from llamafactory.hparams import GeneratingArguments, ModelArguments
     from llamafactory.model.loader import TokenizerModule
-    from transformers import Seq2SeqTrainingArguments, TrainerCallback
+    from transformers import PreTrainedModel, Seq2SeqTrainingArguments, TrainerCallback
 
     from llamafactory_tract.hparams.data_args import TractDataArguments
     from llamafactory_tract.hparams.finetuning_args import TractFinetuningArguments
@@ -83,6 +83,28 @@ def adopt_log_callbacks(callbacks: list["TrainerCallback"] | None) -> list["Trai
     return callbacks
 
 
+def build_data_collator(
+    template: "Template",
+    tokenizer_module: "TokenizerModule",
+    model: "PreTrainedModel",
+    model_args: "ModelArguments",
+    data_args: "TractDataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+) -> CoTRaftDataCollator:
+    """The collator as LLaMA-Factory's ``run_sft`` builds it, with the attention the loaded model uses."""
+    return CoTRaftDataCollator(
+        template=template,
+        model=model,
+        pad_to_multiple_of=8 if training_args.do_train else None,
+        label_pad_token_id=IGNORE_INDEX,
+        block_diag_attn=model_args.block_diag_attn,
+        neat_packing=data_args.neat_packing,
+        attn_implementation=getattr(model.config, "_attn_implementation", None),
+        compute_dtype=model_args.compute_dtype,
+        **tokenizer_module,
+    )
+
+
 def run_cotraft(
     model_args: "ModelArguments",
     data_args: "TractDataArguments",
@@ -100,17 +122,7 @@ def run_cotraft(
     tokenizer = tokenizer_module["tokenizer"]
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
 
-    data_collator = CoTRaftDataCollator(
-        template=template,
-        model=model,
-        pad_to_multiple_of=8 if training_args.do_train else None,
-        label_pad_token_id=IGNORE_INDEX,
-        block_diag_attn=model_args.block_diag_attn,
-        neat_packing=data_args.neat_packing,
-        attn_implementation=getattr(model.config, "_attn_implementation", None),
-        compute_dtype=model_args.compute_dtype,
-        **tokenizer_module,
-    )
+    data_collator = build_data_collator(template, tokenizer_module, model, model_args, data_args, training_args)
     trainer = CoTRaftTrainer(
         model=model,
         args=training_args,
@@ -119,6 +131,7 @@ def run_cotraft(
         callbacks=adopt_log_callbacks(callbacks),
         score_tokens=score_tokens,
         raft_lambda=finetuning_args.raft_lambda,
+        cutoff_len=data_args.cutoff_len + int(data_args.packing),  # LLaMA-Factory lowers it by 1 when packing
         compute_metrics=compute_score_metrics,
         **dataset_module,
         **tokenizer_module,
@@ -136,7 +149,7 @@ def run_cotraft(
             eval_keys = [
                 f"eval_{name}_{key}" if name else f"eval_{key}" for name in eval_names for key in EVAL_METRIC_KEYS
             ]
-            plot_loss(training_args.output_dir, keys=["loss", *LOSS_PART_KEYS, *eval_keys])
+            plot_loss(training_args.output_dir, keys=["loss", *trainer.loss_part_keys, *eval_keys])
 
     if training_args.do_eval:
         metrics = trainer.evaluate(metric_key_prefix="eval")
