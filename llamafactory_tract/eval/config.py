@@ -60,7 +60,7 @@ class BenchmarkConfig(BaseModel):
 # Settings that never change a prediction: excluded from the prediction key.
 PREDICTION_NEUTRAL_KEYS = ("batch_size", "output_dir", "run_name", "vllm_gpu_util", "benchmarks")
 # Switches added after prediction stores existed: keyed only when on, so stores written before them stay valid.
-KEYED_WHEN_ON = ("score_only_prompt", "remove_reference")
+KEYED_WHEN_ON = ("score_only_prompt", "remove_reference", "vllm_batch_invariant")
 
 
 class EvalConfig(BaseModel):
@@ -93,6 +93,9 @@ class EvalConfig(BaseModel):
     vllm_gpu_util: float = Field(default=0.9, gt=0, le=1)
     vllm_maxlen: int = Field(default=4096, ge=1)
     vllm_config: dict[str, Any] = Field(default_factory=dict)
+    vllm_batch_invariant: bool = False
+    """vLLM's batch-invariant kernels (``VLLM_BATCH_INVARIANT=1``; NVIDIA GPUs of compute capability >= 8.0):
+    a row's CoT and scores then do not depend on the batch, chunked prefill or prefix-cache hits on a GPU."""
     run_name: str | None = None
     output_dir: str = "saves/eval"
     benchmarks: dict[str, BenchmarkConfig] = Field(default_factory=dict)
@@ -125,6 +128,15 @@ class EvalConfig(BaseModel):
             raise ValueError(
                 f"score_only_prompt asks the judge for the score alone (no feedback), but predictor "
                 f"{self.predictor!r} samples a CoT first: use predictor `decode` or `rail`, or unset score_only_prompt"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_batch_invariant(self) -> "EvalConfig":
+        if self.vllm_batch_invariant and self.backend != "vllm":
+            raise ValueError(
+                "vllm_batch_invariant switches on vLLM's batch-invariant kernels; it needs `backend: vllm` "
+                f"(backend {self.backend!r} has no batch-invariant mode)"
             )
         return self
 

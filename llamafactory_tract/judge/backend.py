@@ -105,6 +105,10 @@ class JudgeBackend(ABC):
     def close(self) -> None:  # noqa: B027 (optional: only engines outside this process need it)
         """Release the engine and its device memory before the process ends."""
 
+    def engine_dead(self) -> bool:
+        """Whether the engine can answer no request any more; an engine inside this process dies with it."""
+        return False
+
 
 def llamafactory_args(config: "EvalConfig") -> tuple["ModelArguments", "DataArguments", "FinetuningArguments"]:
     """Parse the model part of the eval config with LLaMA-Factory's own inference argument parser.

@@ -20,7 +20,9 @@ the other rows of its batch, on ``batch_size`` and on where an interrupted run r
 applies itself, applies the paper's temperature and top-p with transformers' own warpers, draws each
 row's next token from that row's ``torch.Generator`` (seeded from the run seed, the row and the
 draw) and leaves only that token finite, so the greedy step picks exactly it. The KV cache, the
-stopping criteria and everything else of ``generate`` are unchanged.
+stopping criteria and everything else of ``generate`` are unchanged. The draws are the row's own; the
+logits they are drawn from still depend on the batch's padded shape by rounding, which on CPU in float32
+changed no CoT in the tests, while in bf16/fp16 on a GPU it can where two tokens are nearly tied.
 """
 
 import torch

