@@ -18,6 +18,8 @@ Keys built from fingerprints instead of paths change when a file is edited or an
 in place, so stale predictions or steps are never reused. Files up to ``FULL_HASH_BYTES`` are hashed
 whole; larger ones (model weights) by size plus their first and last MiB, which keeps a 14 GB seed
 model at milliseconds while any retraining (new weights, new safetensors header) still shows.
+What a pipeline step wrote (adapters, D_self, predictions) is hashed whole (``whole=True``): those
+files are small, and a hand edit anywhere in them must show.
 """
 
 import hashlib
@@ -36,11 +38,12 @@ def digest(value: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: Path, whole: bool = False) -> str:
+    """sha256 of the file's bytes; above ``FULL_HASH_BYTES`` of its size and edges only, unless ``whole``."""
     hasher = hashlib.sha256()
     size = path.stat().st_size
     with path.open("rb") as handle:
-        if size <= FULL_HASH_BYTES:
+        if whole or size <= FULL_HASH_BYTES:
             for block in iter(lambda: handle.read(2**20), b""):
                 hasher.update(block)
         else:

@@ -18,7 +18,10 @@ Every step (stage 1, D_self, stage 2, evaluation) has a key made of its own reso
 (minus paths and output-only settings) and the fingerprints of what it reads: the seed model, the
 datasets or benchmark files by content, and an upstream step by that step's key. The key, the run
 id of the attempt and the run ids of the upstream outputs it consumed are recorded beside the output
-(``<output>.step.json``), so a step is reused only when all of them still match.
+(``<output>.step.json``), so a step is reused only when all of them still match. The record also
+holds a content digest of each file the step produced that later steps or reports read (adapter,
+D_self, predictions and metrics): an output edited or retrained in place outside the pipeline no
+longer matches it, so the step is not trusted just because it once wrote there.
 """
 
 import json
@@ -28,9 +31,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llamafactory_tract.extras.fingerprint import digest, fingerprint_path
+from llamafactory_tract.extras.fingerprint import digest, file_digest, fingerprint_path
 
 RECORD_SUFFIX = ".step.json"
+OutputChangeKind = Literal["modified", "removed", "added"]
+OUTPUT_CHANGE_WORDS: dict[OutputChangeKind, str] = {
+    "modified": "changed",
+    "removed": "was removed",
+    "added": "appeared",
+}
 
 
 @dataclass
@@ -47,6 +56,20 @@ class StepRecord:
     pid: int | None = None
     started: str = ""
     finished: str | None = None
+    outputs: dict[str, str] | None = None
+    """Content digest of each output file (by its path relative to the step's output folder), taken when
+    the step completed; None while it runs and in records written before outputs were fingerprinted."""
+
+
+@dataclass(frozen=True)
+class OutputChange:
+    """An output file that is no longer what the step wrote (edited, retrained in place, removed or added)."""
+
+    path: Path
+    kind: OutputChangeKind
+
+    def __str__(self) -> str:
+        return f"{self.path} {OUTPUT_CHANGE_WORDS[self.kind]} since the step wrote it"
 
 
 def step_key(kind: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
@@ -109,3 +132,21 @@ def dataset_fingerprints(datasets: str | list[str] | None, dataset_dir: str | No
         local = fingerprint_path(info_path.parent / entry["file_name"]) if "file_name" in entry else None
         result[f"dataset:{name}"] = digest({"entry": entry, "content": local})
     return result
+
+
+def output_digests(folder: Path, names: list[str]) -> dict[str, str]:
+    """Whole-file digests of the files ``names`` (relative to ``folder``) that exist."""
+    return {name: file_digest(folder / name, whole=True) for name in names if (folder / name).is_file()}
+
+
+def output_changes(recorded: dict[str, str], current: dict[str, str], folder: Path) -> list[OutputChange]:
+    """Every file whose digest differs between the record and now, or that only one of them has."""
+    changes = []
+    for name in sorted(set(recorded) | set(current)):
+        if name not in current:
+            changes.append(OutputChange(folder / name, "removed"))
+        elif name not in recorded:
+            changes.append(OutputChange(folder / name, "added"))
+        elif recorded[name] != current[name]:
+            changes.append(OutputChange(folder / name, "modified"))
+    return changes

@@ -22,9 +22,11 @@ Each step writes the resolved config it runs beside its output and runs it in a 
 path), ``tract generate`` and ``tract eval`` for D_self and the evaluation (so every engine and its
 device memory are gone before the next step). A step is reused only when its key (provenance.py)
 and the runs of its upstream steps match what is recorded beside its output; otherwise it is redone,
-and so is everything downstream (``refuse_stale`` stops instead, listing them). A training
-checkpoint is resumed only under the exact configuration that wrote it. The run folder and every
-step output are locked for the duration (lock.py).
+and so is everything downstream (``refuse_stale`` stops instead, listing them). The same holds when
+a file the step produced (adapter, D_self, predictions, metrics) no longer has the digest recorded
+when it completed: an output changed outside the pipeline is not that step's output any more. A
+training checkpoint is resumed only under the exact configuration that wrote it. The run folder and
+every step output are locked for the duration (lock.py).
 """
 
 import shutil
@@ -38,7 +40,7 @@ import yaml
 
 from llamafactory_tract.eval.config import KEYED_WHEN_ON, PREDICTION_NEUTRAL_KEYS, EvalConfig, build_eval_config
 from llamafactory_tract.eval.datasets import get_benchmark_spec
-from llamafactory_tract.eval.evaluate import METRICS_CSV, METRICS_JSON, EvalReport, load_report
+from llamafactory_tract.eval.evaluate import METRICS_CSV, METRICS_JSON, PREDICTIONS_FILE, EvalReport, load_report
 from llamafactory_tract.extras.config_files import merge, read_yaml, to_plain
 from llamafactory_tract.extras.fingerprint import fingerprint_path
 from llamafactory_tract.extras.logging import get_logger
@@ -46,10 +48,13 @@ from llamafactory_tract.pipeline.child import run_child, terminate_on_sigterm
 from llamafactory_tract.pipeline.config import PipelineConfig, PipelineConfigError, TrainStep
 from llamafactory_tract.pipeline.lock import RunLock
 from llamafactory_tract.pipeline.provenance import (
+    OutputChange,
     StepRecord,
     dataset_fingerprints,
     differences,
     now,
+    output_changes,
+    output_digests,
     read_record,
     record_path,
     step_key,
@@ -77,6 +82,12 @@ TRAIN_OUTPUT_ONLY_KEYS = (
     "ddp_timeout",
 )
 JUDGE_WIRING_KEYS = ("model_name_or_path", "adapter_name_or_path")
+# What later steps load from a training output (a PEFT adapter); logs and plots beside it are not fingerprinted.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.*")
+SELF_DATASET_INFO = "dataset_info.json"
+UNFINGERPRINTED = (
+    "its record, written by an older tract pipeline, holds no fingerprint of its outputs: they cannot be checked"
+)
 StepKind = Literal["train", "generate", "eval"]
 StepState = Literal["done", "partial", "stale", "missing"]
 
@@ -102,6 +113,22 @@ class Step:
         """The resolved config the child runs, beside the output (``run/stage2.yaml``, ``d_self.yaml``)."""
         return self.output.with_suffix(".yaml") if self.kind == "generate" else resolved_config_path(self.output)
 
+    @property
+    def output_folder(self) -> Path:
+        """The folder its output files are named in: the output itself, or D_self's folder."""
+        return self.output.parent if self.kind == "generate" else self.output
+
+    def output_names(self) -> list[str]:
+        """The files it produces that later steps or reports read: what its record fingerprints."""
+        if self.kind == "train":
+            return sorted({path.name for pattern in ADAPTER_FILES for path in self.output.glob(pattern)})
+        if self.kind == "generate":
+            return [self.output.name, SELF_DATASET_INFO]
+        return [PREDICTIONS_FILE, METRICS_JSON, METRICS_CSV]
+
+    def output_digests(self) -> dict[str, str]:
+        return output_digests(self.output_folder, self.output_names())
+
 
 @dataclass
 class Assessment:
@@ -109,10 +136,18 @@ class Assessment:
     record: StepRecord | None = None
     config_changes: list[str] = field(default_factory=list)
     input_changes: list[str] = field(default_factory=list)
+    output_changes: list[OutputChange] = field(default_factory=list)
+    unfingerprinted: bool = False
+    """Complete, but recorded before outputs were fingerprinted: what is on disk cannot be checked."""
+
+    @property
+    def outputs_untrusted(self) -> bool:
+        return bool(self.output_changes) or self.unfingerprinted
 
     @property
     def reasons(self) -> list[str]:
-        return self.config_changes + self.input_changes
+        unchecked = [UNFINGERPRINTED] if self.unfingerprinted else []
+        return [*self.config_changes, *self.input_changes, *map(str, self.output_changes), *unchecked]
 
 
 def resolved_config_path(output_dir: Path) -> Path:
@@ -248,25 +283,31 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 
 def assess(step: Step, runs: dict[str, str]) -> Assessment:
-    """done / partial (same key, unfinished: resumed) / stale (made otherwise: redone) / missing.
+    """done / partial (same key, unfinished: resumed) / stale (made otherwise, or its outputs changed
+    since: redone) / missing.
 
     ``runs`` holds the run id of every upstream step that is done; an upstream step that is not done
-    will run again, which makes this one stale too.
+    will run again, which makes this one stale too. A complete record without output digests (an
+    older pipeline's) is stale: taking what is on disk now as the step's output would certify exactly
+    the hand edits the digests exist to catch.
     """
     record = read_record(step.output)
     if record is None:
         if step.kind == "train" and step.output.is_dir() and any(step.output.iterdir()):
             return Assessment("stale", None, [], [f"{step.output} holds outputs without a provenance record"])
         return Assessment("missing")
-    config_changes, input_changes = [], []
+    config_changes, input_changes, changed_upstream = [], [], set()
     if record.key != step.key:
         config_changes = differences(record.config, step.key_config)
         for name in sorted(set(record.inputs) | set(step.inputs)):
             if record.inputs.get(name) != step.inputs.get(name):
-                what = f"upstream step `{name[5:]}` changed" if name.startswith("step:") else f"`{name}` changed"
-                input_changes.append(what)
+                if name.startswith("step:"):
+                    changed_upstream.add(name[5:])
+                    input_changes.append(f"upstream step `{name[5:]}` changed")
+                else:
+                    input_changes.append(f"`{name}` changed")
     for name in step.upstream:
-        if f"upstream step `{name}` changed" in input_changes:
+        if name in changed_upstream:
             continue
         if name not in runs:
             input_changes.append(f"upstream step `{name}` is not done")
@@ -274,8 +315,12 @@ def assess(step: Step, runs: dict[str, str]) -> Assessment:
             input_changes.append(f"upstream step `{name}` was run again")
     if record.key != step.key and not config_changes and not input_changes:
         input_changes.append(f"its key changed ({record.key} -> {step.key})")
-    if config_changes or input_changes:
-        return Assessment("stale", record, config_changes, input_changes)
+    changed = (
+        [] if record.outputs is None else output_changes(record.outputs, step.output_digests(), step.output_folder)
+    )
+    unfingerprinted = record.state == "complete" and record.outputs is None
+    if config_changes or input_changes or changed or unfingerprinted:
+        return Assessment("stale", record, config_changes, input_changes, changed, unfingerprinted)
     # Complete outputs under a matching record are this key's: outputs of another key are removed before a
     # new record is written (a crash between the child's end and the record's update loses nothing).
     return Assessment("done" if is_complete(step) else "partial", record)
@@ -317,6 +362,8 @@ class Runner:
     def run(self, step: Step) -> None:
         assessment = assess(step, self.runs)
         if assessment.state == "done":
+            if assessment.record.state == "running":  # the child finished, the pipeline stopped before recording it
+                self._complete(step, assessment.record)
             logger.info_rank0(f"[{step.name}] done in {step.output} (key {step.key}); skipped.")
             self.runs[step.name] = assessment.record.run_id
             return
@@ -343,18 +390,31 @@ class Runner:
         self.lock.set_child(None)
         if not is_complete(step):
             raise RuntimeError(f"[{step.name}] finished without writing its outputs in {step.output}.")
-        record.state, record.finished = "complete", now()
-        write_record(step.output, record)
+        self._complete(step, record)
         self.runs[step.name] = record.run_id
+
+    @staticmethod
+    def _complete(step: Step, record: StepRecord) -> None:
+        """Record the step complete, with the digests its outputs are checked against from now on."""
+        record.state, record.finished, record.outputs = "complete", now(), step.output_digests()
+        write_record(step.output, record)
 
     def _prepare(self, step: Step, assessment: Assessment) -> Path | None:
         """Clear what a fresh attempt must not see; for training return the checkpoint to resume, if any."""
         if step.kind != "train":
-            for stale in (
+            rewritten = (
                 [step.output, step.output.with_name(step.output.name + SUMMARY_SUFFIX)]
                 if step.kind == "generate"
                 else [step.output / METRICS_JSON, step.output / METRICS_CSV]
-            ):
+            )
+            # An output changed since the step wrote it (for the evaluation, predictions.jsonl is also its
+            # store) is not reused; one that cannot be checked is not either.
+            untrusted = (
+                [step.output_folder / name for name in step.output_names()]
+                if assessment.unfingerprinted
+                else [change.path for change in assessment.output_changes]
+            )
+            for stale in (*rewritten, *untrusted):
                 stale.unlink(missing_ok=True)
             return None  # generation and evaluation stores keep only rows of the same key: they resume by row
         if assessment.record is None and assessment.state == "stale":
@@ -363,7 +423,7 @@ class Runner:
                 f"(no {record_path(step.output).name}): remove the folder, or give the step another output_dir."
             )
         found = checkpoints(step.output)
-        if found and not is_complete(step) and not assessment.input_changes:
+        if found and not is_complete(step) and not assessment.input_changes and not assessment.outputs_untrusted:
             self._check_resume(step, found[-1])
             return found[-1]
         if step.output.exists():
@@ -408,7 +468,8 @@ def run_pipeline(config: PipelineConfig, refuse_stale: bool = False) -> EvalRepo
         planned = plan(steps)
         if refuse_stale and any(assessment.state == "stale" for _, assessment in planned):
             raise PipelineConfigError(
-                f"Stale steps (made by another configuration or from other inputs): {stale_steps_message(planned)}. "
+                f"Stale steps (made by another configuration or from other inputs, or their outputs changed since): "
+                f"{stale_steps_message(planned)}. "
                 "Run without --refuse-stale to redo them and every step after them."
             )
         runner = Runner(lock)
