@@ -35,6 +35,16 @@ from benchmarks.gpu_check.prepare import CALL_LIMIT_BYTES, download_wheels
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+CORRECTNESS_CHECKS = {
+    f"{group}_{precision}.{metric}"
+    for precision in ("fp32", "bf16")
+    for group, metrics in (
+        ("cotraft_loss", ("loss", "expected_scores", "gradients")),
+        ("chunked_loss", ("loss", "expected_scores", "gradients")),
+        ("judge_probs", ("model_dtype", "log_probs")),
+    )
+    for metric in metrics
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +69,8 @@ def test_prepare_fits_one_device_call_and_prints_its_command(prepared: tuple[Pat
     assert f"bash scripts/gpu_check.sh run --dir {folder}" in stdout.splitlines()[-1]
     wheels = {path.name.split("-")[0].lower() for path in (folder / "wheels").glob("*.whl")}
     assert {"llamafactory", "transformers", "deepspeed", "liger_kernel", "pydantic_core"} <= wheels
-    assert any((folder / "assets" / "tokenized" / stage / "dataset_dict.json").is_file() for stage in ("sft",))
-    assert (folder / "assets" / "tokenized" / "cotraft" / "dataset_dict.json").is_file()
+    for stage in ("sft", "cotraft"):  # the geometry part's rows, tokenised per stage
+        assert (folder / "assets" / "tokenized" / stage / "dataset_dict.json").is_file()
 
 
 def test_cpu_dry_run_installs_the_wheels_and_runs_every_part(prepared: tuple[Path, str], tmp_path: Path) -> None:
@@ -89,13 +99,20 @@ def test_cpu_dry_run_installs_the_wheels_and_runs_every_part(prepared: tuple[Pat
         "deepspeed_zero": "skipped",
     }, report["table"]
     assert completed.returncode == 0, completed.stdout[-3000:]
-    deepspeed = next(part for part in report["parts"] if part["part"] == "deepspeed_zero")
+    parts = {part["part"]: part for part in report["parts"]}
+    correctness = parts["correctness"]
+    assert {check["name"] for check in correctness["checks"]} == CORRECTNESS_CHECKS
+    assert correctness["figures"]["tf32"] is False
+    # The bf16 runs really ran in bf16: they differ from the float32 reference, within tolerance.
+    assert 0 < correctness["figures"]["cotraft_loss_bf16"]["gradient_rel_norm_error"]
+    assert 0 < correctness["figures"]["judge_probs_bf16"]["log_prob_max_abs_diff"]
+    deepspeed = parts["deepspeed_zero"]
     assert deepspeed["checks"][0]["name"] == "deepspeed wheel imports" and deepspeed["checks"][0]["passed"]
     # LLaMA-Factory and transformers came from the carried wheels, torch from the machine.
     paths = report["environment"]["paths"]
     assert not paths["llamafactory"].startswith(sys.prefix) and not paths["transformers"].startswith(sys.prefix)
     assert paths["torch"].startswith(sys.prefix)
-    geometry = next(part for part in report["parts"] if part["part"] == "geometry")
+    geometry = parts["geometry"]
     assert geometry["figures"]["llama3-8b"]["cotraft_chunked"]["step_over_sft"] > 0
 
 
