@@ -90,6 +90,10 @@ class HfJudgeBackend(JudgeBackend):
         tokenizer = load_tokenizer(model_args)["tokenizer"]
         template = get_template_and_fix_tokenizer(tokenizer, data_args)
         model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
+        if config.infer_dtype != "auto":
+            # LLaMA-Factory 0.9.5 loads with torch_dtype="auto" (the checkpoint's dtype) and only records
+            # infer_dtype, so a bf16 judge of a float32 checkpoint would otherwise run in float32.
+            model = model.to(getattr(torch, config.infer_dtype))
         return cls(model, build_contexts(tokenizer, template, config, with_cot))
 
     @property
