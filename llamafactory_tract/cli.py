@@ -16,12 +16,26 @@
 
 To add one (``generate``, ``pipeline``, ``demo``): write ``_add_x(parser)`` and ``_run_x(args) -> int``
 and add ``"x": (help, _add_x, _run_x)`` to ``SUBCOMMANDS``.
+
+``main`` applies one rule to every subcommand: a user's mistake (``TractUserError``, and the few error
+types of modules that predate it) ends with one message, ``tract <command>: error: ...``, and exit status
+2 (``TRACT_DEBUG=1``: the traceback instead); SIGTERM or SIGINT runs every cleanup on the way out, ends
+the processes the command started (engines, steps) and exits with 130.
 """
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from llamafactory_tract.extras.errors import (
+    INTERRUPTED_EXIT,
+    TractUserError,
+    debug_requested,
+    print_user_error,
+)
+from llamafactory_tract.extras.signals import descendants, end_new_children, stop_on_sigterm
 
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
@@ -37,16 +51,13 @@ def _add_eval(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from llamafactory_tract.eval.config import EvalConfigError, load_eval_config
-    from llamafactory_tract.eval.datasets import BenchmarkDataError
+    from llamafactory_tract.eval.config import load_eval_config
     from llamafactory_tract.eval.evaluate import describe_forced_cots, run_evaluation
+    from llamafactory_tract.extras.paths import check_creatable_dir
 
-    try:
-        config = load_eval_config(args.config, args.overrides)
-        report = run_evaluation(config)
-    except (EvalConfigError, BenchmarkDataError) as error:
-        print(f"tract eval: error: {error}", file=sys.stderr)
-        return 2
+    config = load_eval_config(args.config, args.overrides)
+    check_creatable_dir(config.output_dir, "output_dir")
+    report = run_evaluation(config)
     print(report.table)
     forced = describe_forced_cots(report.closed_by)
     if forced:
@@ -72,25 +83,15 @@ def _add_pipeline(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    from llamafactory_tract.extras.config_files import TractConfigError
-    from llamafactory_tract.pipeline.child import PipelineStepError
     from llamafactory_tract.pipeline.config import load_pipeline_config
-    from llamafactory_tract.pipeline.lock import PipelineLockedError
     from llamafactory_tract.pipeline.runner import format_status, run_pipeline
 
     paths = [item for item in args.configs if "=" not in item]
-    try:
-        config = load_pipeline_config(paths, [item for item in args.configs if "=" in item])
-        if args.status:
-            print(format_status(config))
-            return 0
-        report = run_pipeline(config, refuse_stale=args.refuse_stale)
-    except (TractConfigError, PipelineLockedError, PipelineStepError) as error:
-        print(f"tract pipeline: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as interrupt:
-        print(f"tract pipeline: stopped ({interrupt or 'interrupted'}); run it again to resume.", file=sys.stderr)
-        return 130
+    config = load_pipeline_config(paths, [item for item in args.configs if "=" in item])
+    if args.status:
+        print(format_status(config))
+        return 0
+    report = run_pipeline(config, refuse_stale=args.refuse_stale)
     if report is not None:
         print(report.table)
     return 0
@@ -102,14 +103,9 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from llamafactory_tract.eval.config import EvalConfigError
     from llamafactory_tract.pipeline.self_generation import run_generation_config
 
-    try:
-        summary = run_generation_config(args.config, args.overrides)
-    except EvalConfigError as error:
-        print(f"tract generate: error: {error}", file=sys.stderr)
-        return 2
+    summary = run_generation_config(args.config, args.overrides)
     if summary is not None:
         print(summary)
     return 0
@@ -129,15 +125,9 @@ def _add_judge(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_judge(args: argparse.Namespace) -> int:
-    from llamafactory_tract.eval.config import EvalConfigError
     from llamafactory_tract.judge.grade_file import run_grade_file
 
-    try:
-        report = run_grade_file(args.configs)
-    except EvalConfigError as error:
-        print(f"tract judge: error: {error}", file=sys.stderr)
-        return 2
-    print(report.summary())
+    print(run_grade_file(args.configs).summary())
     return 0
 
 
@@ -146,14 +136,9 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from llamafactory_tract.eval.config import EvalConfigError
     from llamafactory_tract.serve.app import run_server
 
-    try:
-        run_server(args.configs)
-    except EvalConfigError as error:
-        print(f"tract serve: error: {error}", file=sys.stderr)
-        return 2
+    run_server(args.configs)
     return 0
 
 
@@ -174,17 +159,9 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from llamafactory_tract.demo.data_files import DemoDataError
     from llamafactory_tract.demo.run import run_demo
-    from llamafactory_tract.extras.config_files import TractConfigError
-    from llamafactory_tract.pipeline.child import PipelineStepError
-    from llamafactory_tract.pipeline.lock import PipelineLockedError
 
-    try:
-        print(run_demo(args.data_dir, args.run_root, args.train_rows, args.eval_rows))
-    except (DemoDataError, FileNotFoundError, TractConfigError, PipelineLockedError, PipelineStepError) as error:
-        print(f"tract demo: error: {error}", file=sys.stderr)
-        return 2
+    print(run_demo(args.data_dir, args.run_root, args.train_rows, args.eval_rows))
     return 0
 
 
@@ -210,27 +187,18 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_report_curve(args: argparse.Namespace) -> int:
-    from llamafactory_tract.eval.report import ReportError, write_curve_report
+    from llamafactory_tract.eval.report import write_curve_report
 
-    try:
-        print(write_curve_report(args.eval_dirs, args.x, args.metric, args.output))
-    except ReportError as error:
-        print(f"tract report: error: {error}", file=sys.stderr)
-        return 2
+    print(write_curve_report(args.eval_dirs, args.x, args.metric, args.output))
     print(f"Saved {args.output.with_suffix('.txt')} and {args.output.with_suffix('.png')}")
     return 0
 
 
 def _run_report_table3(args: argparse.Namespace) -> int:
-    from llamafactory_tract.eval.config import EvalConfigError
     from llamafactory_tract.eval.table3 import TABLE_NAME, format_table3, load_table3_config, run_table3
 
-    try:
-        config = load_table3_config(args.configs)
-        lines = run_table3(config)
-    except EvalConfigError as error:
-        print(f"tract report table3: error: {error}", file=sys.stderr)
-        return 2
+    config = load_table3_config(args.configs)
+    lines = run_table3(config)
     print(format_table3(lines))
     print(f"Saved {TABLE_NAME}.txt, .csv, .json, .png and each row's predictions.jsonl in {config.output_dir}")
     return 0
@@ -261,9 +229,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESUMABLE = ("eval", "generate", "judge", "pipeline", "demo")
+"""Commands that continue where an interrupted run stopped."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    command = " ".join(["tract", args.command, *([args.kind] if args.command == "report" else [])])
+    started_before = descendants()
+    with stop_on_sigterm():
+        try:
+            return args.run(args)
+        except KeyboardInterrupt as stop:
+            end_new_children(started_before)
+            name = signal.SIGINT.name if type(stop) is KeyboardInterrupt else signal.SIGTERM.name
+            resume = "; run the same command again to resume" if args.command in RESUMABLE else ""
+            print(f"{command}: stopped by {name}{resume}.", file=sys.stderr)
+            return INTERRUPTED_EXIT
+        except Exception as error:
+            if debug_requested() or not _is_user_error(error, args.command):
+                raise
+            return print_user_error(command, error)
+
+
+def _is_user_error(error: Exception, command: str) -> bool:
+    """A mistake in the user's input: ``TractUserError``, or an error type of a module that predates it."""
+    if isinstance(error, TractUserError):
+        return True
+    from llamafactory_tract.demo.data_files import DemoDataError
+    from llamafactory_tract.eval.report import ReportError
+    from llamafactory_tract.pipeline.child import PipelineStepError
+    from llamafactory_tract.pipeline.lock import PipelineLockedError
+
+    known = (DemoDataError, ReportError, PipelineLockedError, PipelineStepError)
+    return isinstance(error, known) or (command == "demo" and isinstance(error, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from llamafactory.extras.constants import IGNORE_INDEX
 
 from llamafactory_tract.data.authors_rules import has_delimiter, missing_delimiter_reason
 from llamafactory_tract.data.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
-from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse
+from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse, MissingScore
 from llamafactory_tract.data.score_tokens import ScoreTokens, locate_score_token, resolve_score_tokens
 
 if TYPE_CHECKING:
@@ -81,6 +81,8 @@ def check_single_cot_end(cot: str, delimiter: str) -> None:
 class CoTRaftDatasetProcessor(DatasetProcessor):
     data_args: "TractDataArguments"
     score_tokens: ScoreTokens = field(init=False)
+    score_columns: dict[str, str] = field(default_factory=dict)
+    """Dataset name -> its score column (``columns.score`` in dataset_info.json), to name an empty score cell."""
 
     def __post_init__(self) -> None:
         with_cot = not self.data_args.cotraft_drop_cot
@@ -161,7 +163,7 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
                     examples["_tools"][i],
                 )
             except InvalidJudgeResponse as error:
-                reason = str(error)
+                reason = self._invalid_reason(error, examples[ORIGIN_DATASET_COLUMN][i])
 
             model_inputs["input_ids"].append(encoded.input_ids)
             model_inputs["attention_mask"].append([1] * len(encoded.input_ids))
@@ -178,6 +180,16 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
             model_inputs[PROMPT_REWRITTEN_COLUMN].append(rewritten)
             model_inputs[REFERENCE_COLUMN].append(reference)
         return model_inputs
+
+    def _invalid_reason(self, error: InvalidJudgeResponse, dataset: str) -> str:
+        """The reason a row is dropped; a row without a score whose dataset has a score column had an empty cell."""
+        column = self.score_columns.get(dataset)
+        if isinstance(error, MissingScore) and column:
+            return (
+                f"empty score: column '{column}' has no value in this row (null, NaN or blank); give it one of "
+                f"score_values {list(self.data_args.score_format.values)}"
+            )
+        return str(error)
 
     def print_data_example(self, example: dict[str, Any]) -> None:
         if example.get(INVALID_REASON_COLUMN):

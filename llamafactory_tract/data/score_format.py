@@ -32,6 +32,10 @@ class InvalidJudgeResponse(ValueError):
     """A training row whose response cannot be turned into (CoT, score); the message says why."""
 
 
+class MissingScore(InvalidJudgeResponse):
+    """The response ends with no score (with a score column: that row's cell is empty, null or NaN)."""
+
+
 @dataclass(frozen=True)
 class ScoreFormat:
     """How a CoT ends and which score literals exist (paper: d = 'So the overall score is', Y = 1..5)."""
@@ -89,7 +93,7 @@ class ScoreFormat:
 
         cot, delimited_score = self._strip_delimiter(text)
         if explicit_score is None and delimited_score is None:
-            raise InvalidJudgeResponse(
+            raise MissingScore(
                 f"missing score: the response ends neither with '{self.delimiter} <score>' nor with "
                 f"'{PROMETHEUS_RESULT_MARKER} <score>'"
             )

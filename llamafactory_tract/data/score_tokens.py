@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
+from llamafactory_tract.extras.errors import TractUserError
 
 if TYPE_CHECKING:
     from llamafactory.data.template import Template
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 _PROBE_COT = "The response is adequate."
 
 
-class ScoreTokenizationError(ValueError):
+class ScoreTokenizationError(TractUserError):
     """The configured score values cannot be single tokens after the delimiter with this tokenizer."""
 
 

@@ -37,6 +37,7 @@ from llamafactory_tract.data.processor import (
     TRUNCATED_COLUMN,
 )
 from llamafactory_tract.data.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
+from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.extras.logging import get_logger
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ BOOKKEEPING_COLUMNS = [
 STRICT_HINT = " (`cotraft_strict_data: true`; fix the rows or unset it to drop them)"
 
 
-class InvalidTrainingData(ValueError):
+class InvalidTrainingData(TractUserError):
     """Raised in strict mode when rows of the dataset cannot be trained on."""
 
 

@@ -33,8 +33,10 @@ from typing import Any
 
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse, ScoreFormat
+from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.extras.jsonl import parse_json_list
 from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.extras.text_files import read_utf8
 
 logger = get_logger(__name__)
 
@@ -48,7 +50,7 @@ TRACT_AUTHORS_DATA_URL = f"https://raw.githubusercontent.com/d223302/TRACT/{TRAC
 MAX_REPORTED_ROWS = 10
 
 
-class BenchmarkDataError(ValueError):
+class BenchmarkDataError(TractUserError):
     """A benchmark file is missing, unreadable or has malformed rows; the message names file and rows."""
 
 
@@ -204,10 +206,10 @@ def _log_prompt_rules(
 
 
 def read_local_records(path: Path) -> list[Any]:
-    """A JSON list or JSON-lines file; errors name the file (and line for JSONL)."""
+    """A JSON list or JSON-lines file; errors name the file (and the line for JSONL or a byte that is not UTF-8)."""
     if not path.is_file():
         raise BenchmarkDataError(f"Benchmark file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, BenchmarkDataError)
     if path.suffix == ".jsonl":
         records = []
         for number, line in enumerate(text.splitlines(), start=1):

@@ -20,6 +20,7 @@ typo such as ``temprature`` fails before a model loads instead of silently falli
 """
 
 import difflib
+import io
 import types
 import typing
 from pathlib import Path
@@ -30,20 +31,25 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ValidationError
 
+from llamafactory_tract.extras.errors import TractUserError
+from llamafactory_tract.extras.text_files import read_utf8
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
-class TractConfigError(ValueError):
+class TractConfigError(TractUserError):
     """A config file or override is invalid; the message names the file and the key."""
 
 
 def read_yaml(path: str | Path, error: type[TractConfigError] = TractConfigError) -> DictConfig:
-    """One YAML mapping; a missing file, bad YAML or a non-mapping top level is an error naming the file."""
+    """One YAML mapping; a missing file, one not in UTF-8, bad YAML or a non-mapping top level is an error naming
+    the file."""
     path = Path(path)
     if not path.is_file():
         raise error(f"Config file {path} does not exist.")
+    text = read_utf8(path, error)
     try:
-        loaded = OmegaConf.load(path)
+        loaded = OmegaConf.load(io.StringIO(text))
     except (OmegaConfBaseException, yaml.YAMLError) as exc:
         raise error(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(loaded, DictConfig):

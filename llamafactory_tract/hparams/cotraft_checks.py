@@ -21,6 +21,7 @@ Options that still work but cost more than the user asked for are reported here 
 
 from typing import TYPE_CHECKING
 
+from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.extras.logging import get_logger
 
 if TYPE_CHECKING:
@@ -44,23 +45,23 @@ def check_cotraft_arguments(
 ) -> None:
     """Raise with the reason and the alternative for an option ``cotraft`` cannot honour."""
     if model_args.enable_liger_kernel and training_args.device.type == "cpu":
-        raise ValueError(
+        raise TractUserError(
             "`enable_liger_kernel` needs a GPU: Liger's kernels are Triton programs, which do not run on CPU "
             "(not even in Triton's interpreter). Unset it; the chunked CoT-RAFT loss needs no kernel of its own."
         )
     if data_args.packing and not data_args.neat_packing:
-        raise ValueError(
+        raise TractUserError(
             "Stage `cotraft` does not support `packing` without `neat_packing`: plainly packed rows attend to each "
             "other, so each judge row's score distribution would be conditioned on the other rows of its pack "
             "(inference sees one row). Set `neat_packing: true` (block-diagonal attention, one score per judge row)."
         )
     if data_args.train_on_prompt or data_args.mask_history:
-        raise ValueError(
+        raise TractUserError(
             "Stage `cotraft` trains on the CoT and score of the single response; `train_on_prompt` and "
             "`mask_history` are not supported."
         )
     if training_args.predict_with_generate or training_args.do_predict:
-        raise ValueError("Stage `cotraft` does not generate; use `tract eval` to score with CoT-RAIL.")
+        raise TractUserError("Stage `cotraft` does not generate; use `tract eval` to score with CoT-RAIL.")
     if _flash_attention_2_requested(model_args):
         _check_packed_flash_attention_batch(data_args, training_args)
         _warn_if_flash_attention_2_falls_back(data_args)
@@ -70,7 +71,7 @@ def check_cotraft_losses(finetuning_args: "FinetuningArguments") -> None:
     """Refuse LLaMA-Factory's alternative SFT losses: ``cotraft`` would silently train with CoT-RAFT instead."""
     for key, name in ALTERNATIVE_SFT_LOSSES.items():
         if getattr(finetuning_args, key, False):
-            raise ValueError(
+            raise TractUserError(
                 f"Stage `cotraft` does not support `{key}`: LLaMA-Factory applies the {name} loss through the SFT "
                 f"trainer's `compute_loss_func`, which the CoT-RAFT loss (CE + raft_lambda x squared error, paper "
                 f"Eq. 4) replaces, so it would be ignored. Unset `{key}`."
@@ -84,7 +85,7 @@ def _flash_attention_2_requested(model_args: "ModelArguments") -> bool:
 def _check_packed_flash_attention_batch(data_args: "DataArguments", training_args: "Seq2SeqTrainingArguments") -> None:
     """FA2 packing (position ids restart, no mask) takes one packed row per micro-batch (LLaMA-Factory asserts it)."""
     if data_args.neat_packing and training_args.per_device_train_batch_size != 1:
-        raise ValueError(
+        raise TractUserError(
             f"`neat_packing` with `flash_attn: fa2` trains one packed row (of cutoff_len tokens) per micro-batch, "
             f"but per_device_train_batch_size={training_args.per_device_train_batch_size}: set "
             "`per_device_train_batch_size: 1` (with `cotraft_effective_batch_size` the accumulation follows). "

@@ -25,6 +25,8 @@ from llamafactory.hparams.data_args import DataArguments
 
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES, ScoreFormat
+from llamafactory_tract.extras.errors import TractUserError
+from llamafactory_tract.hparams.coercion import coerce_own_fields
 
 DEFAULT_MIN_PROMPT_SHARE = 0.5
 
@@ -86,21 +88,25 @@ class TractDataArguments(DataArguments):
     )
 
     def __post_init__(self) -> None:
+        coerce_own_fields(self, TractDataArguments)
         super().__post_init__()
         if not 0.0 <= self.cotraft_min_prompt_share <= 1.0:
-            raise ValueError(f"`cotraft_min_prompt_share` must be in [0, 1], got {self.cotraft_min_prompt_share}.")
+            raise TractUserError(f"`cotraft_min_prompt_share` must be in [0, 1], got {self.cotraft_min_prompt_share}.")
         if self.cotraft_score_only_prompt and not self.cotraft_drop_cot:
-            raise ValueError(
+            raise TractUserError(
                 "`cotraft_score_only_prompt` rewrites the judge prompt to the TRACT authors' score-only prompt "
                 "('do not generate ... explanations'), which contradicts training on a CoT: set "
                 "`cotraft_drop_cot: true` (Table 2 B.1, B.4) or unset `cotraft_score_only_prompt`."
             )
         if self.cotraft_require_delimiter and self.cotraft_drop_cot:
-            raise ValueError(
+            raise TractUserError(
                 "`cotraft_require_delimiter` selects rows by their CoT, but `cotraft_drop_cot: true` trains without "
                 "one: unset one of them."
             )
-        _ = self.score_format  # validates delimiter and values at parse time
+        try:
+            _ = self.score_format  # validates delimiter and values at parse time
+        except ValueError as error:
+            raise TractUserError(str(error)) from None
 
     @property
     def authors_prompt_rules(self) -> AuthorsPromptRules:

@@ -22,6 +22,7 @@ per-device batch and the world size, or the run stops saying what to set.
 
 from typing import TYPE_CHECKING
 
+from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.extras.logging import get_logger
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 
-class EffectiveBatchError(ValueError):
+class EffectiveBatchError(TractUserError):
     """The requested effective batch cannot be split over this per-device batch and world size."""
 
 

@@ -24,6 +24,8 @@ from typing import Literal
 
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
+from llamafactory_tract.extras.errors import TractUserError
+from llamafactory_tract.hparams.coercion import coerce_own_fields
 from llamafactory_tract.hparams.cotraft_checks import check_cotraft_losses
 from llamafactory_tract.train.cotraft.chunked_loss import DEFAULT_CHUNK_SIZE
 
@@ -61,14 +63,19 @@ class TractFinetuningArguments(FinetuningArguments):
     )
 
     def __post_init__(self) -> None:
+        coerce_own_fields(self, TractFinetuningArguments)
         super().__post_init__()
         if self.raft_lambda < 0:
-            raise ValueError(f"`raft_lambda` must be >= 0, got {self.raft_lambda}.")
+            raise TractUserError(f"`raft_lambda` must be >= 0, got {self.raft_lambda}.")
         if self.cotraft_loss_chunk_size < 1:
-            raise ValueError(f"`cotraft_loss_chunk_size` must be >= 1, got {self.cotraft_loss_chunk_size}.")
+            raise TractUserError(f"`cotraft_loss_chunk_size` must be >= 1, got {self.cotraft_loss_chunk_size}.")
         if self.cotraft_effective_batch_size is not None and self.cotraft_effective_batch_size < 1:
-            raise ValueError(f"`cotraft_effective_batch_size` must be >= 1, got {self.cotraft_effective_batch_size}.")
+            raise TractUserError(
+                f"`cotraft_effective_batch_size` must be >= 1, got {self.cotraft_effective_batch_size}."
+            )
         if self.stage == COTRAFT_STAGE and (self.use_mca or self.use_hyper_parallel):
-            raise ValueError("Stage `cotraft` runs on LLaMA-Factory's trainer: unset `use_mca`/`use_hyper_parallel`.")
+            raise TractUserError(
+                "Stage `cotraft` runs on LLaMA-Factory's trainer: unset `use_mca`/`use_hyper_parallel`."
+            )
         if self.stage == COTRAFT_STAGE:
             check_cotraft_losses(self)

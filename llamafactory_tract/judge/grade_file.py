@@ -30,6 +30,7 @@ at the end, in row order.
 """
 
 import csv
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from llamafactory_tract.data.authors_rules import PromptSectionMissing
 from llamafactory_tract.eval.config import EvalConfigError
 from llamafactory_tract.extras.jsonl import parse_json_list
 from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.extras.paths import check_creatable_dir
+from llamafactory_tract.extras.text_files import read_utf8
 from llamafactory_tract.judge.api import TractJudge, prompt_key
 from llamafactory_tract.judge.judge_config import JudgeCommandConfig, load_command_config
 from llamafactory_tract.judge.prediction_store import PredictionStore
@@ -138,6 +141,7 @@ class RowProblem(ValueError):
 def run_grade_file(items: list[str]) -> GradeFileReport:
     """Grade the rows that ``items`` (YAML files, key=value overrides) configure; the model loads only if needed."""
     config = load_command_config(items, GradeFileConfig, "tract judge")
+    check_creatable_dir(Path(config.output).parent, "output")
     judge_config = config.judge_config()
     records = read_records(config)
     prompts, skipped = build_prompts(records, config)
@@ -208,10 +212,9 @@ def read_records(config: GradeFileConfig) -> list[Any]:
 
 
 def _read_local(path: Path) -> list[Any]:
+    text = read_utf8(path, EvalConfigError)
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            return list(csv.DictReader(handle))
-    text = path.read_text(encoding="utf-8")
+        return list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
     if path.suffix == ".jsonl":
         return [_json_line(line) for line in text.splitlines() if line.strip()]
     if path.suffix != ".json":

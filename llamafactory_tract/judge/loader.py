@@ -12,10 +12,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The backend factory, apart from the backends so that neither imports the other."""
+"""The backend factory, apart from the backends so that neither imports the other.
+
+The model and adapter paths are checked here, before either backend loads anything: a missing path
+would otherwise cost a minute of Hub connection retries and end in ``OSError: Failed to load tokenizer.``
+"""
 
 from typing import TYPE_CHECKING
 
+from llamafactory_tract.extras.paths import check_adapter_sources, check_model_source
 from llamafactory_tract.judge.backend import JudgeBackend
 
 if TYPE_CHECKING:
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
 
 def load_backend(config: "EvalConfig", with_cot: bool) -> JudgeBackend:
     """The configured backend; vLLM is imported only when asked for."""
+    check_model_source(config.model_name_or_path)
+    check_adapter_sources(config.adapter_name_or_path)
     if config.backend == "vllm":
         from llamafactory_tract.judge.vllm_backend import VllmJudgeBackend
 

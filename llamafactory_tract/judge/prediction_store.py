@@ -28,6 +28,7 @@ from typing import Any
 
 from llamafactory_tract.extras.fingerprint import digest
 from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.extras.paths import check_creatable_dir
 
 logger = get_logger(__name__)
 
@@ -41,6 +42,8 @@ def input_hash(content: Any) -> str:
 
 class PredictionStore:
     def __init__(self, path: Path, config_hash: str) -> None:
+        """A store is opened before the model loads: a folder it could not be written in is refused now."""
+        check_creatable_dir(path.parent)
         self.path = path
         self.config_hash = config_hash
 

@@ -71,6 +71,9 @@ BATCH_INVARIANT_MIN_CAPABILITY = 80
 """vLLM 0.20's batch-invariant mode: NVIDIA GPUs of compute capability 8.0 or newer (vLLM's documentation)."""
 BATCH_INVARIANT_IMPORT_FLAGS = ("vllm.v1.attention.ops.triton_unified_attention", "vllm.lora.ops.triton_ops.utils")
 """vLLM 0.20 modules that read ``VLLM_BATCH_INVARIANT`` once, at import, into ``is_batch_invariant``."""
+DYNAMO_OFF_ENV = "TORCHDYNAMO_DISABLE"
+NO_COMPILATION = 0
+"""vLLM's ``CompilationMode.NONE``: the model runs as is, never through ``torch.compile``."""
 
 
 class VllmConfigError(EvalConfigError):
@@ -241,6 +244,7 @@ def build_engine(config: EvalConfig, adapter: str | None) -> Any:
         # ("CPU Generator does not use offset"), so prompts are prefilled whole.
         engine_args["enable_chunked_prefill"] = False
     engine_args.update(config.vllm_config)
+    _without_compilation_if_dynamo_is_off(engine_args)
     for key, needed in (("logprobs_mode", "raw_logprobs"), ("max_logprobs", FULL_VOCABULARY)):
         if engine_args[key] != needed:
             raise VllmConfigError(
@@ -249,6 +253,32 @@ def build_engine(config: EvalConfig, adapter: str | None) -> Any:
             )
     logger.info_rank0(f"Starting vLLM for the judge: {engine_args}")
     return LLM(**engine_args)
+
+
+def _without_compilation_if_dynamo_is_off(engine_args: dict[str, Any]) -> None:
+    """With ``TORCHDYNAMO_DISABLE=1`` (a CPU start-up tip) start vLLM without compilation, as it does itself for
+    ``TORCH_COMPILE_DISABLE=1``.
+
+    ``torch.compile`` then returns the function it is given, and vLLM 0.20's compiled mode (its default)
+    kills the engine at warm-up: ``aot_compile is not supported by the current configuration``.
+    """
+    if os.environ.get(DYNAMO_OFF_ENV) != "1" or engine_args.get("enforce_eager"):
+        return
+    compilation = engine_args.get("compilation_config")
+    mode = compilation.get("mode") if isinstance(compilation, dict) else compilation
+    if compilation is None:
+        engine_args["compilation_config"] = {"mode": NO_COMPILATION}
+        logger.info_rank0(
+            f"{DYNAMO_OFF_ENV}=1 turns torch.compile off, so vLLM starts without compilation "
+            f"(compilation_config.mode={NO_COMPILATION}, as vLLM does for TORCH_COMPILE_DISABLE=1)."
+        )
+    elif mode not in (NO_COMPILATION, "NONE"):
+        raise VllmConfigError(
+            f"vllm_config.compilation_config={compilation!r} compiles the model, but {DYNAMO_OFF_ENV}=1 turns "
+            "torch.compile off (vLLM's engine would die at warm-up: 'aot_compile is not supported'): set "
+            f"vllm_config.compilation_config.mode={NO_COMPILATION} or vllm_config.enforce_eager=true, or unset "
+            f"{DYNAMO_OFF_ENV}."
+        )
 
 
 def score_tokens_by_id(platform: Any) -> bool:

@@ -20,7 +20,10 @@ profilers, dataset loading, caching, Ray and process-group teardown) except wher
 LLaMA-Factory is only imported inside the functions: this module is loaded at interpreter start-up.
 """
 
+import copy
 import json
+import math
+import sys
 from collections.abc import Callable
 from functools import wraps
 from types import ModuleType
@@ -39,6 +42,18 @@ def _with_override(args: dict[str, Any] | list[str], key: str, value: Any) -> di
     if isinstance(args, dict):
         return {**args, key: value}
     return [*args, f"--{key}", str(value)]
+
+
+def _requested_stage(args: dict[str, Any] | list[str]) -> str | None:
+    """The ``stage`` that ``args`` (as ``read_args`` returns them) asks for, before they are parsed."""
+    if isinstance(args, dict):
+        return args.get("stage")
+    for index, item in enumerate(args):
+        if item.startswith("--stage="):
+            return item.partition("=")[2]
+        if item == "--stage" and index + 1 < len(args):
+            return args[index + 1]
+    return None
 
 
 def _use_tract_arguments(parser: ModuleType) -> None:
@@ -62,16 +77,27 @@ def graft_parser(parser: ModuleType) -> None:
     derived ``gradient_accumulation_steps``, so everything computed from it (DeepSpeed's batch) agrees.
     ``get_train_args`` runs our checks, then LLaMA-Factory's with ``cotraft`` presented as the
     SFT-shaped stage it is (its ``neat_packing`` check allows SFT only), and gives the name back.
+    For ``stage: cotraft`` unknown keys are named with the nearest known one and every bool/int/float key
+    is coerced to its type first (``HfArgumentParser`` passes a YAML's strings through), and any error
+    parsing or checking the arguments is a user's mistake (``TractUserError``: one message on the command
+    line, see ``graft_tuner``).
     """
     original = parser._parse_train_args
 
     @wraps(original)
     def _parse_train_args(args=None):
+        from llamafactory.extras.misc import is_env_enabled
+
+        from llamafactory_tract.hparams.coercion import coerce_args, refuse_unknown_keys
         from llamafactory_tract.hparams.cotraft_checks import check_cotraft_arguments
         from llamafactory_tract.hparams.effective_batch import derived_gradient_accumulation
 
         _use_tract_arguments(parser)
         args = parser.read_args(args)
+        if isinstance(args, dict) and args.get("stage") == COTRAFT_STAGE:
+            if not is_env_enabled("ALLOW_EXTRA_ARGS"):  # LLaMA-Factory's switch to let unknown keys pass
+                refuse_unknown_keys(args, parser._TRAIN_ARGS)
+            args = coerce_args(args, parser._TRAIN_ARGS)
         parsed = original(args)
         _, _, training_args, finetuning_args, _ = parsed
         steps = derived_gradient_accumulation(training_args, finetuning_args)
@@ -89,7 +115,15 @@ def graft_parser(parser: ModuleType) -> None:
 
     @wraps(original_get_train_args)
     def get_train_args(args=None):
-        parsed = original_get_train_args(args)
+        from llamafactory_tract.extras.errors import TractUserError
+
+        args = parser.read_args(args)
+        try:
+            parsed = original_get_train_args(args)
+        except (ValueError, TypeError) as error:
+            if _requested_stage(args) != COTRAFT_STAGE or isinstance(error, TractUserError):
+                raise
+            raise TractUserError(str(error)) from error
         finetuning_args = parsed[3]
         if getattr(finetuning_args, DISPATCHED_AS, None) == COTRAFT_STAGE:
             finetuning_args.stage = COTRAFT_STAGE
@@ -120,7 +154,9 @@ def graft_dataset_attr(data_parser: ModuleType) -> None:
         original_join(self, attr)
         self.score = attr.get("columns", {}).get(SCORE_COLUMN)
         if self.score and self.formatting != "alpaca":
-            raise ValueError(
+            from llamafactory_tract.extras.errors import TractUserError
+
+            raise TractUserError(
                 f"Dataset '{self.dataset_name}': `columns.{SCORE_COLUMN}` is supported for alpaca-format datasets "
                 f"only, this one is `formatting: {self.formatting}`."
             )
@@ -140,12 +176,14 @@ def graft_converter(converter: ModuleType) -> None:
         if not score_column:
             return output
         if score_column not in example:
-            raise ValueError(
+            from llamafactory_tract.extras.errors import TractUserError
+
+            raise TractUserError(
                 f"Dataset '{self.dataset_attr}': its dataset_info.json entry names the score column "
                 f"'{score_column}' (`columns.{SCORE_COLUMN}`), which is not in the data; columns: {sorted(example)}."
             )
         score = example[score_column]
-        if len(output["_response"]) == 1 and score is not None and str(score).strip():
+        if len(output["_response"]) == 1 and _has_value(score):
             response = output["_response"][0]
             output["_response"] = [{**response, "content": f"{response['content']} [RESULT] {score}"}]
         return output
@@ -153,16 +191,34 @@ def graft_converter(converter: ModuleType) -> None:
     alpaca.__call__ = __call__
 
 
+def _has_value(score: Any) -> bool:
+    """A score cell that is not null, NaN or blank (an empty cell leaves the row without a score: dropped, named)."""
+    if isinstance(score, float):
+        return not math.isnan(score)
+    return score is not None and bool(str(score).strip())
+
+
 def graft_loader(loader: ModuleType) -> None:
-    """For ``stage == 'cotraft'``: tag rows with their origin, pick our processor, filter invalid rows."""
+    """For ``stage == 'cotraft'``: check the local files, tag rows with their origin, pick our processor,
+    filter invalid rows.
+
+    With ``streaming`` LLaMA-Factory turns a local file into a stream of ``dataloader_num_workers`` shards,
+    zero by default, and then stops on a bare ``StopIteration`` (``converter.py``: the first row of an empty
+    stream); ``cotraft`` reads such a file as one shard when there are no workers (the main process reads it).
+    """
     original_merge = loader._get_merged_dataset
 
     @wraps(original_merge)
     def _get_merged_dataset(dataset_names, model_args, data_args, training_args, stage, return_dict=False):
         if stage != COTRAFT_STAGE or dataset_names is None:
             return original_merge(dataset_names, model_args, data_args, training_args, stage, return_dict)
+        from llamafactory_tract.data.dataset_files import check_dataset_files
         from llamafactory_tract.data.row_origin import tag_row_origin
 
+        check_dataset_files(dataset_names, data_args.dataset_dir)
+        if data_args.streaming and training_args.dataloader_num_workers == 0:
+            training_args = copy.copy(training_args)
+            training_args.dataloader_num_workers = 1  # read as the number of shards only
         datasets = original_merge(dataset_names, model_args, data_args, training_args, stage, return_dict=True)
         datasets = {name: tag_row_origin(dataset, name) for name, dataset in datasets.items()}
         if return_dict:
@@ -176,10 +232,19 @@ def graft_loader(loader: ModuleType) -> None:
     def _get_dataset_processor(data_args, stage, template, tokenizer, processor, do_generate=False):
         if stage != COTRAFT_STAGE:
             return original_processor(data_args, stage, template, tokenizer, processor, do_generate)
+        from llamafactory.data.parser import get_dataset_list
+
         from llamafactory_tract.data.processor import CoTRaftDatasetProcessor
 
+        names = [*(data_args.dataset or []), *(data_args.eval_dataset or [])]
+        attrs = get_dataset_list(names, data_args.dataset_dir)
+        score_columns = {name: attr.score for name, attr in zip(names, attrs, strict=True) if attr.score}
         return CoTRaftDatasetProcessor(
-            template=template, tokenizer=tokenizer, processor=processor, data_args=data_args
+            template=template,
+            tokenizer=tokenizer,
+            processor=processor,
+            data_args=data_args,
+            score_columns=score_columns,
         )
 
     loader._get_dataset_processor = _get_dataset_processor
@@ -236,10 +301,14 @@ def graft_tuner(tuner: ModuleType) -> None:
     """Run ``stage: cotraft`` inside LLaMA-Factory's own ``_training_function``: only the stage call differs.
 
     Its callbacks (profilers, early stopping, SwanLab, reporter), Ray handling and process-group
-    teardown are LLaMA-Factory's, so changes there reach our stage without edits here.
+    teardown are LLaMA-Factory's, so changes there reach our stage without edits here. Before the
+    stage loads anything, the paths it reads and writes are checked. ``run_exp`` called from the
+    command line (no ``args``: ``llamafactory-cli train``, and each torchrun process of it) ends a
+    ``TractUserError`` with its message alone and exit status 2 (``TRACT_DEBUG=1``: the traceback).
     """
     original_get_train_args = tuner.get_train_args
     original_run_sft = tuner.run_sft
+    original_run_exp = tuner.run_exp
 
     @wraps(original_get_train_args)
     def get_train_args(args=None):
@@ -254,13 +323,64 @@ def graft_tuner(tuner: ModuleType) -> None:
     def run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks=None):
         if getattr(finetuning_args, DISPATCHED_AS, None) != COTRAFT_STAGE:
             return original_run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
+        from llamafactory_tract.extras.paths import check_adapter_sources, check_creatable_dir, check_model_source
         from llamafactory_tract.train.cotraft.workflow import run_cotraft
 
         finetuning_args.stage = COTRAFT_STAGE
+        check_model_source(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        check_adapter_sources(model_args.adapter_name_or_path)
+        check_creatable_dir(training_args.output_dir, "output_dir")
         return run_cotraft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
+
+    @wraps(original_run_exp)
+    def run_exp(args=None, callbacks=None):
+        if args is not None:
+            return original_run_exp(args, callbacks)
+        from llamafactory_tract.extras.errors import TractUserError, debug_requested, print_user_error
+
+        try:
+            return original_run_exp(args, callbacks)
+        except TractUserError as error:
+            if debug_requested():
+                raise
+            config = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1].endswith((".yaml", ".yml", ".json")) else ""
+            sys.exit(print_user_error(f"llamafactory-cli train {config}".rstrip(), error))
 
     tuner.get_train_args = get_train_args
     tuner.run_sft = run_sft
+    tuner.run_exp = run_exp
+
+
+def graft_launcher(launcher: ModuleType) -> None:
+    """``llamafactory-cli train`` under torchrun (several devices, ``FORCE_TORCHRUN``), ``stage: cotraft``: when its
+    processes fail, end with their exit status, not with the launcher's ``CalledProcessError`` traceback.
+
+    Each process has printed why (a user error as one line, see ``graft_tuner``; torchrun adds its own
+    failure report). The parent does not parse the arguments itself: that would initialise CUDA in it.
+    """
+    original = launcher.launch
+
+    @wraps(original)
+    def launch():
+        import subprocess
+
+        try:
+            return original()
+        except subprocess.CalledProcessError as error:
+            from llamafactory.hparams import read_args
+
+            from llamafactory_tract.extras.errors import debug_requested
+
+            if debug_requested() or _requested_stage(read_args()) != COTRAFT_STAGE:
+                raise
+            print(
+                f"llamafactory-cli train: the training processes failed (torchrun exit status {error.returncode}); "
+                "the first error above says why.",
+                file=sys.stderr,
+            )
+            sys.exit(error.returncode)
+
+    launcher.launch = launch
 
 
 def graft_board_train_tab(train_tab: ModuleType) -> None:
@@ -346,6 +466,7 @@ def graft_board_loss_plot(control: ModuleType) -> None:
 
 
 GRAFTS = {
+    "llamafactory.launcher": graft_launcher,
     "llamafactory.hparams.parser": graft_parser,
     "llamafactory.data.parser": graft_dataset_attr,
     "llamafactory.data.converter": graft_converter,
