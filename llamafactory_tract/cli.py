@@ -151,17 +151,26 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run-root", type=Path, default=Path("saves/demo"), help="where every step writes")
     parser.add_argument(
-        "--train-rows", type=int, default=48, help="Vicuna Bench prompts (the shortest) with a GPT-4 CoT to train on"
+        "--train-rows",
+        type=int,
+        default=48,
+        help="Vicuna Bench prompts with a GPT-4 CoT to train on: every score level, the shortest prompts of each",
     )
     parser.add_argument(
-        "--eval-rows", type=int, default=16, help="MT Bench rows (the shortest prompts) to evaluate on"
+        "--eval-rows",
+        type=int,
+        default=40,
+        help="MT Bench rows to evaluate on: as many per GPT-4 score level, on questions not trained on",
+    )
+    parser.add_argument(
+        "--table3-rows", type=int, default=16, help="training rows per stage scored for Table 3 at the end"
     )
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from llamafactory_tract.demo.run import run_demo
 
-    print(run_demo(args.data_dir, args.run_root, args.train_rows, args.eval_rows))
+    print(run_demo(args.data_dir, args.run_root, args.train_rows, args.eval_rows, args.table3_rows))
     return 0
 
 
@@ -172,6 +181,12 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
     curve.add_argument("--x", default="n_cot", help="recorded setting on the x axis: n_cot or raft_lambda")
     curve.add_argument("--metric", default="pearson", help="pearson, spearman, kendall or rmse (benchmark average)")
     curve.add_argument("--output", type=Path, default=Path("saves/report/curve"), help="writes OUTPUT.txt, .png")
+    compare = kinds.add_parser(
+        "compare", help="paired difference of two evaluations on the same rows, with 95% bootstrap intervals"
+    )
+    compare.add_argument("run_a", type=Path, help="finished evaluation folder A (metrics.json, predictions.jsonl)")
+    compare.add_argument("run_b", type=Path, help="finished evaluation folder B, scored on the same rows")
+    compare.add_argument("--output", type=Path, default=Path("saves/report/compare"), help="writes OUTPUT.txt, .json")
     table3 = kinds.add_parser("table3", help="Table 3: RMSE with the training CoT vs. a self-generated one")
     table3.add_argument(
         "configs",
@@ -183,7 +198,7 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    return {"curve": _run_report_curve, "table3": _run_report_table3}[args.kind](args)
+    return {"curve": _run_report_curve, "compare": _run_report_compare, "table3": _run_report_table3}[args.kind](args)
 
 
 def _run_report_curve(args: argparse.Namespace) -> int:
@@ -191,6 +206,14 @@ def _run_report_curve(args: argparse.Namespace) -> int:
 
     print(write_curve_report(args.eval_dirs, args.x, args.metric, args.output))
     print(f"Saved {args.output.with_suffix('.txt')} and {args.output.with_suffix('.png')}")
+    return 0
+
+
+def _run_report_compare(args: argparse.Namespace) -> int:
+    from llamafactory_tract.eval.compare import compare_runs, write_comparison
+
+    print(write_comparison(compare_runs(args.run_a, args.run_b), args.output))
+    print(f"Saved {args.output.with_suffix('.txt')} and {args.output.with_suffix('.json')}")
     return 0
 
 
@@ -214,7 +237,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "pipeline": ("run Algorithm 1 (stage 1, D_self, stage 2, evaluation), resumable", _add_pipeline, _run_pipeline),
     "demo": ("the whole method at CPU scale with SmolLM2-135M and real GPT-4 CoTs", _add_demo, _run_demo),
     "judge": ("grade the rows of a CSV/JSON/JSONL file or hub dataset with expected scores", _add_judge, _run_judge),
-    "report": ("Figure 2/3 curves, Table 3 (training vs. self-generated CoTs) from runs", _add_report, _run_report),
+    "report": (
+        "Figure 2/3 curves, paired comparison of two runs, Table 3 (training vs. self-generated CoTs)",
+        _add_report,
+        _run_report,
+    ),
     "serve": ("serve the judge over HTTP (POST /v1/grade), concurrent requests batched", _add_serve, _run_serve),
 }
 

@@ -127,13 +127,56 @@ def test_tract_demo_without_data_names_the_folder_and_the_way_out(tmp_path, caps
     assert "vicuna_eval.json, mt_bench_eval.json not found in" in capsys.readouterr().err
 
 
-def test_demo_keeps_the_rows_with_the_shortest_prompts_in_file_order(tmp_path):
+def _prometheus_record(question: str, response: str, scores: list[int]) -> dict:
+    instruction = (
+        f"###Task Description:\n...\n\n###The instruction to evaluate:\n{question}\n\n###Response to evaluate:\n"
+        f"{response}\n\n###Score Rubrics:\n[r]\n\n###Feedback: "
+    )
+    return {"instruction": instruction, "gpt4_score": scores}
+
+
+def test_demo_rows_cover_every_score_level_shortest_first_in_file_order():
+    from llamafactory_tract.demo.row_selection import first_score_level, level_balanced, mean_score_level
+
+    # Levels by the first score: 5, 5, 5, 1, 4, 5, 4, 2; responses of growing length except where noted.
+    firsts = [5, 5, 5, 1, 4, 5, 4, 2]
+    records = [_prometheus_record(f"q{i}", "x" * (10 * (8 - i)), [first, 1, 1]) for i, first in enumerate(firsts)]
+    # One per level in turn (1, 2, 4, 5), the shortest prompt of each level first: 3, 7, 6, 5; then 4, 2.
+    chosen = level_balanced(records, 6, first_score_level)
+    assert [records.index(record) for record in chosen] == [2, 3, 4, 5, 6, 7]
+    assert [first_score_level(record) for record in level_balanced(records, 3, first_score_level)] == [1, 4, 2]
+    assert len(level_balanced(records, 20, first_score_level)) == 8
+    # The evaluation label is the mean of the three scores, rounded half up.
+    assert [mean_score_level({"gpt4_score": scores}) for scores in ([2, 3, 3], [2, 2, 3], [4, 5, 5], [1, 1, 1])] == [
+        3,
+        2,
+        5,
+        1,
+    ]
+
+
+def test_demo_evaluation_leaves_out_questions_it_trained_on():
+    from llamafactory_tract.demo.row_selection import held_out
+
+    trained = [_prometheus_record("What is 2+2?", "4", [5, 5, 5])]
+    candidates = [
+        _prometheus_record("What is 2+2?", "five", [1, 1, 1]),
+        _prometheus_record("Name a prime.", "7", [5, 5, 5]),
+    ]
+    kept, dropped = held_out(candidates, trained)
+    assert kept == candidates[1:] and dropped == 1
+
+
+def test_the_demo_files_share_no_question_and_the_demo_rows_are_balanced(tmp_path):
     import json
 
-    from llamafactory_tract.demo.run import shortest_prompt_records
+    from llamafactory_tract.demo.row_selection import level_counts, mean_score_level, question_of
+    from llamafactory_tract.demo.run import prepare_annotation_dataset, prepare_evaluation_file
 
-    source = tmp_path / "bench.json"
-    prompts = ["a" * 50, "b" * 10, "c" * 30, "d" * 20, "e" * 40]
-    source.write_text(json.dumps([{"instruction": prompt, "row": index} for index, prompt in enumerate(prompts)]))
-    chosen = json.loads(shortest_prompt_records(source, 3, tmp_path / "out" / "bench.json").read_text())
-    assert [record["row"] for record in chosen] == [1, 2, 3]
+    vicuna, mt_bench = require_shared_file("vicuna_eval.json"), require_shared_file("mt_bench_eval.json")
+    data_dir, trained = prepare_annotation_dataset(vicuna, tmp_path, 48)
+    assert {record["gpt4_score"][0] for record in trained} == {1, 2, 3, 4, 5}
+    evaluation = json.loads(prepare_evaluation_file(mt_bench, trained, 40, tmp_path / "eval.json").read_text())
+    assert level_counts(evaluation, mean_score_level) == "1: 8, 2: 8, 3: 8, 4: 8, 5: 8"
+    assert not {question_of(record) for record in evaluation} & {question_of(record) for record in trained}
+    assert len((data_dir / "vicuna_cot.jsonl").read_text().splitlines()) == 48

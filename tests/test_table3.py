@@ -113,10 +113,14 @@ def test_table3_runs_end_to_end_and_matches_the_judge(setting, capsys):
         assert line["rmse_train_cot"] == pytest.approx(_rmse([r["train_cot_score"] for r in records], truth))
         assert line["rmse_self_cot"] == pytest.approx(_rmse([r["self_cot_score"] for r in records], truth))
         assert f"{line['rmse_train_cot']:.3f}" in printed and f"{line['rmse_self_cot']:.3f}" in printed
+        low, high = line["intervals"]["rmse_train_cot"]  # rows resampled: bounds of the resampled RMSEs
+        assert low <= line["rmse_train_cot"] <= high
     stage1 = sorted((r["row"], r["ground_truth"]) for r in _records(out, "stage1"))
     assert stage1 == [(row, 1.0 + row % 5) for row in (0, 1, 2, 4)]  # y* of write_judge_dataset
+    assert printed.count("  95% interval") == 2
     with (out / "table3.csv").open() as handle:
-        assert [row["name"] for row in csv.DictReader(handle)] == ["stage1", "stage2"]
+        table = list(csv.DictReader(handle))
+        assert [row["name"] for row in table] == ["stage1", "stage2"] and "gap_low" in table[0]
     assert (out / "table3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Row by row, the same numbers as the judge computes them: y(s*) from a fresh forward pass over the

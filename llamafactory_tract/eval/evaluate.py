@@ -29,10 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from llamafactory_tract.eval.config import EvalConfig, EvalConfigError
 from llamafactory_tract.eval.datasets import BenchmarkRow, get_benchmark_spec, load_benchmark
+from llamafactory_tract.eval.intervals import (
+    CONFIDENCE,
+    METHOD,
+    Interval,
+    intervals_of,
+    metric_distribution,
+    row_groups,
+    undefined_resamples,
+)
 from llamafactory_tract.eval.metrics import AVERAGED, average_metrics, format_table, score_metrics
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
@@ -56,6 +66,8 @@ class EvalReport:
     table: str
     closed_by: dict[str, dict[str, int]] = field(default_factory=dict)
     output_dir: Path = Path(".")
+    intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    """95% intervals per benchmark and for ``average`` (``eval/intervals.py``); empty for old metrics files."""
 
 
 def run_evaluation(config: EvalConfig) -> EvalReport:
@@ -138,17 +150,33 @@ def _report(
     records: dict[RecordKey, dict[str, Any]],
     output_dir: Path,
 ) -> EvalReport:
-    per_benchmark, closed_by = {}, {}
+    per_benchmark, closed_by, distributions, details = {}, {}, {}, {}
     for name, rows in benchmarks.items():
         chosen = [records[row_key(name, row)] for row in rows]
-        per_benchmark[name] = score_metrics([r["score"] for r in chosen], [r["ground_truth"] for r in chosen])
+        predicted, truth = [r["score"] for r in chosen], [r["ground_truth"] for r in chosen]
+        per_benchmark[name] = score_metrics(predicted, truth)
         closed_by[name] = dict(Counter(reason for record in chosen for reason in record["closed_by"]))
+        groups = row_groups([row.source_id for row in rows], [row.row for row in rows])
+        distributions[name] = metric_distribution(predicted, truth, groups)
+        details[name] = {
+            "questions": len(set(groups)),
+            "undefined_resamples": undefined_resamples(distributions[name]),
+            "rows": [list(row_key(name, row)[1:]) for row in rows],
+        }
+    intervals = {name: intervals_of(distribution) for name, distribution in distributions.items()}
+    intervals["average"] = intervals_of(np.mean(list(distributions.values()), axis=0))
     titles = {name: get_benchmark_spec(name).title for name in benchmarks}
-    table = format_table({config.display_name: per_benchmark}, titles)
+    table = format_table({config.display_name: per_benchmark}, titles, {config.display_name: intervals})
     report = EvalReport(
-        config.display_name, per_benchmark, average_metrics(per_benchmark), table, closed_by, output_dir
+        config.display_name,
+        per_benchmark,
+        average_metrics(per_benchmark),
+        table,
+        closed_by,
+        output_dir,
+        intervals,
     )
-    _write_metrics(config, report)
+    _write_metrics(config, report, details)
     return report
 
 
@@ -165,7 +193,9 @@ def describe_forced_cots(closed_by: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def _write_metrics(config: EvalConfig, report: EvalReport) -> None:
+def _write_metrics(config: EvalConfig, report: EvalReport, details: dict[str, dict[str, Any]]) -> None:
+    """``metrics.json`` (with the intervals, and each benchmark's rows for ``tract report compare``) and
+    ``metrics.csv``."""
     report.output_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "run_name": report.run_name,
@@ -173,16 +203,27 @@ def _write_metrics(config: EvalConfig, report: EvalReport) -> None:
         "config_hash": config.prediction_hash(),
         "benchmarks": report.per_benchmark,
         "average": report.average,
+        "intervals": {
+            name: {metric: list(bounds) for metric, bounds in by_metric.items()}
+            for name, by_metric in report.intervals.items()
+        },
+        "interval_method": f"{int(CONFIDENCE * 100)}% {METHOD}",
+        "benchmark_rows": details,
         "cot_closed_by": report.closed_by,
     }
     (report.output_dir / METRICS_JSON).write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
-    columns = ["run", "benchmark", "n", *AVERAGED, *(f"{name}_p" for name in AVERAGED if name != "rmse")]
+    bounds = [f"{name}_{end}" for name in AVERAGED for end in ("low", "high")]
+    columns = ["run", "benchmark", "n", *AVERAGED, *bounds, *(f"{name}_p" for name in AVERAGED if name != "rmse")]
     with (report.output_dir / METRICS_CSV).open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        for name, metrics in report.per_benchmark.items():
-            writer.writerow({"run": report.run_name, "benchmark": name, **metrics})
-        writer.writerow({"run": report.run_name, "benchmark": "average", **report.average})
+        for name, metrics in [*report.per_benchmark.items(), ("average", report.average)]:
+            interval = {
+                f"{metric}_{end}": value
+                for metric, (low, high) in report.intervals[name].items()
+                for end, value in (("low", low), ("high", high))
+            }
+            writer.writerow({"run": report.run_name, "benchmark": name, **metrics, **interval})
 
 
 def _json_safe(value: Any) -> Any:
@@ -191,6 +232,8 @@ def _json_safe(value: Any) -> Any:
         return None
     if isinstance(value, dict):
         return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
     return value
 
 
@@ -198,14 +241,21 @@ def load_report(output_dir: Path) -> EvalReport:
     """The report of a finished evaluation, read back from its ``metrics.json`` (e.g. after a child process)."""
     metrics = json.loads((Path(output_dir) / METRICS_JSON).read_text())
     per_benchmark = {name: _nan_for_null(values) for name, values in metrics["benchmarks"].items()}
+    intervals = {
+        name: {
+            metric: tuple(math.nan if end is None else end for end in bounds) for metric, bounds in by_metric.items()
+        }
+        for name, by_metric in metrics.get("intervals", {}).items()
+    }
     titles = {name: get_benchmark_spec(name).title for name in per_benchmark}
     return EvalReport(
         metrics["run_name"],
         per_benchmark,
         _nan_for_null(metrics["average"]),
-        format_table({metrics["run_name"]: per_benchmark}, titles),
+        format_table({metrics["run_name"]: per_benchmark}, titles, {metrics["run_name"]: intervals}),
         metrics["cot_closed_by"],
         Path(output_dir),
+        intervals,
     )
 
 

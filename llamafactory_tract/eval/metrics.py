@@ -27,6 +27,7 @@ from scipy import stats
 CORRELATIONS = ("pearson", "spearman", "kendall")
 AVERAGED = (*CORRELATIONS, "rmse")
 SYMBOLS = {"pearson": "r", "spearman": "rho", "kendall": "tau", "rmse": "RMSE"}
+INTERVAL_LABEL = "  95% interval"
 
 
 def score_metrics(predictions: Sequence[float], targets: Sequence[float]) -> dict[str, float]:
@@ -52,14 +53,22 @@ def average_metrics(per_benchmark: dict[str, dict[str, float]]) -> dict[str, flo
     return {name: float(np.mean([metrics[name] for metrics in per_benchmark.values()])) for name in AVERAGED}
 
 
-def format_table(runs: dict[str, dict[str, dict[str, float]]], titles: dict[str, str]) -> str:
+def format_table(
+    runs: dict[str, dict[str, dict[str, float]]],
+    titles: dict[str, str],
+    intervals: dict[str, dict[str, dict[str, Sequence[float]]]] | None = None,
+) -> str:
     """Table 2 layout: one row per run, a column group per benchmark and the average (r, rho, tau, RMSE).
 
     ``runs`` maps a run name to its per-benchmark metrics; every run must cover the same benchmarks.
+    ``intervals`` (run -> benchmark or ``average`` -> metric -> (low, high)) adds a 95% interval row
+    under each run that has them.
     """
+    intervals = intervals or {}
     benchmark_names = list(next(iter(runs.values())))
     groups = [titles.get(name, name) for name in benchmark_names] + ["Average"]
-    cell, first = 7, max(len("Run"), *(len(name) for name in runs))
+    cell = 14 if any(intervals.values()) else 7
+    first = max(len("Run"), *(len(name) for name in runs), *([len(INTERVAL_LABEL)] if cell > 7 else []))
     group_width = len(AVERAGED) * (cell + 1) - 1
     header = " | ".join([f"{'':<{first}}", *(f"{title:^{group_width}}" for title in groups)])
     symbols = " ".join(f"{SYMBOLS[name]:>{cell}}" for name in AVERAGED)
@@ -70,4 +79,17 @@ def format_table(runs: dict[str, dict[str, dict[str, float]]], titles: dict[str,
         columns = [per_benchmark[name] for name in benchmark_names] + [average_metrics(per_benchmark)]
         values = [" ".join(f"{metrics[name]:>{cell}.3f}" for name in AVERAGED) for metrics in columns]
         rows.append(" | ".join([f"{run_name:<{first}}", *values]))
+        run_intervals = intervals.get(run_name)
+        if run_intervals:
+            bounds = [
+                " ".join(f"{format_interval(run_intervals[name][metric]):>{cell}}" for metric in AVERAGED)
+                for name in [*benchmark_names, "average"]
+            ]
+            rows.append(" | ".join([f"{INTERVAL_LABEL:<{first}}", *bounds]))
     return "\n".join([rule, header, subheader, rule, *rows, rule])
+
+
+def format_interval(interval: Sequence[float]) -> str:
+    """``[low,high]`` with two decimals; ``n/a`` when the metric was undefined on every resample."""
+    low, high = interval
+    return "n/a" if math.isnan(low) else f"[{low:.2f},{high:.2f}]"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
@@ -42,7 +43,15 @@ from llamafactory_tract.data.processor import check_single_cot_end
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
 from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, expand_user
 from llamafactory_tract.eval.evaluate import PREDICTIONS_FILE, describe_forced_cots
-from llamafactory_tract.eval.metrics import score_metrics
+from llamafactory_tract.eval.intervals import (
+    CONFIDENCE,
+    N_RESAMPLES,
+    SEED,
+    Interval,
+    percentile_interval,
+    question_bootstrap,
+)
+from llamafactory_tract.eval.metrics import INTERVAL_LABEL, format_interval
 from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
@@ -260,6 +269,8 @@ class Table3Line:
     rmse_train_cot: float
     rmse_self_cot: float
     closed_by: dict[str, int] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    """95% intervals of ``rmse_train_cot``, ``rmse_self_cot`` and ``gap`` (rows resampled, paired)."""
 
     @property
     def gap(self) -> float:
@@ -267,16 +278,29 @@ class Table3Line:
 
 
 def table3_line(name: str, row: Table3Row, records: list[dict[str, Any]], skipped: int) -> Table3Line:
-    truth = [record["ground_truth"] for record in records]
+    truth = np.array([record["ground_truth"] for record in records], dtype=float)
+    train_cot = np.array([record["train_cot_score"] for record in records], dtype=float)
+    self_cot = np.array([record["self_cot_score"] for record in records], dtype=float)
+
+    def rmses(rows: np.ndarray) -> np.ndarray:
+        train, own = (float(np.sqrt(np.mean((scores[rows] - truth[rows]) ** 2))) for scores in (train_cot, self_cot))
+        return np.array([train, own, own - train])
+
+    # Training rows carry no question id, so rows are resampled; both RMSEs on the same draw (paired gap).
+    distribution = question_bootstrap(rmses, list(range(len(records))))
+    train_rmse, self_rmse, _ = rmses(np.arange(len(records)))
     return Table3Line(
         name=name,
         train_cots=row.train_cots,
         sampled_from=row.sampled_from,
         rows=len(records),
         skipped=skipped,
-        rmse_train_cot=score_metrics([record["train_cot_score"] for record in records], truth)["rmse"],
-        rmse_self_cot=score_metrics([record["self_cot_score"] for record in records], truth)["rmse"],
+        rmse_train_cot=train_rmse,
+        rmse_self_cot=self_rmse,
         closed_by=dict(Counter(reason for record in records for reason in record["closed_by"])),
+        intervals=dict(
+            zip(("rmse_train_cot", "rmse_self_cot", "gap"), percentile_interval(distribution), strict=True)
+        ),
     )
 
 
@@ -315,14 +339,22 @@ def format_table3(lines: list[Table3Line]) -> str:
         f"{'row':<10} {'s*: training CoTs from':<24} {'ŝ: sampled from':<16} {'rows':>6} "
         f"{'RMSE ŷ(s*)':>11} {'RMSE ŷ(ŝ)':>10} {'gap':>7}"
     )
-    body = [
-        f"{line.name:<10} {line.train_cots:<24} {line.sampled_from:<16} {line.rows:>6d} "
-        f"{line.rmse_train_cot:>11.3f} {line.rmse_self_cot:>10.3f} {line.gap:>7.3f}"
-        for line in lines
-    ]
+    body = []
+    for line in lines:
+        body.append(
+            f"{line.name:<10} {line.train_cots:<24} {line.sampled_from:<16} {line.rows:>6d} "
+            f"{line.rmse_train_cot:>11.3f} {line.rmse_self_cot:>10.3f} {line.gap:>7.3f}"
+        )
+        if line.intervals:
+            bounds = (format_interval(line.intervals[key]) for key in ("rmse_train_cot", "rmse_self_cot", "gap"))
+            body.append(f"{INTERVAL_LABEL:<59}" + "  ".join(bounds))
     rule = "-" * len(header)
     forced = describe_forced_cots({line.name: line.closed_by for line in lines})
-    notes = ["RMSE against y* over each row's training data; both predictions by the row's fine-tuned model."]
+    notes = [
+        "RMSE against y* over each row's training data; both predictions by the row's fine-tuned model.",
+        f"{int(CONFIDENCE * 100)}% intervals: percentile bootstrap over training rows ({N_RESAMPLES} resamples, "
+        f"seed {SEED}); the gap's is paired.",
+    ]
     return "\n".join([rule, header, rule, *body, rule, *notes, *([forced] if forced else [])])
 
 
@@ -334,10 +366,17 @@ def write_table3(lines: list[Table3Line], output_dir: Path) -> None:
     payload = [{**line.__dict__, "gap": line.gap} for line in lines]
     base.with_suffix(".json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     with base.with_suffix(".csv").open("w", newline="") as handle:
-        columns = [key for key in payload[0] if key != "closed_by"]
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        bounds = [f"{key}_{end}" for key in ("rmse_train_cot", "rmse_self_cot", "gap") for end in ("low", "high")]
+        columns = [key for key in payload[0] if key not in ("closed_by", "intervals")] + bounds
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(payload)
+        for line in payload:
+            interval = {
+                f"{key}_{end}": value
+                for key, (low, high) in line["intervals"].items()
+                for end, value in (("low", low), ("high", high))
+            }
+            writer.writerow({**line, **interval})
     plot_table3(lines, base.with_suffix(".png"))
 
 
@@ -346,7 +385,6 @@ def plot_table3(lines: list[Table3Line], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     positions = np.arange(len(lines))
     figure, axis = plt.subplots(figsize=(1.6 + 1.4 * len(lines), 3.5))
