@@ -170,7 +170,7 @@ def run_demo(data_dir: Path | None, run_root: Path, train_rows: int, eval_rows: 
 
 def paired_lines(reports: dict[str, EvalReport], run_root: Path) -> list[str]:
     """TRACT minus each other row on the same evaluation rows, with paired intervals (full tables saved)."""
-    lines = ["Paired differences on the same rows (95% interval; a metric is resolved when it excludes 0):"]
+    lines = ["Paired differences on the same rows, with 95% intervals (not resolved: the interval includes 0):"]
     for name, report in reports.items():
         if name == TRACT_ROW:
             continue

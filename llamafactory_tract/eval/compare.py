@@ -148,7 +148,7 @@ def _differences(values_a: np.ndarray, values_b: np.ndarray, distribution: np.nd
 def verdict(metric: str, difference: Difference, name_a: str = "A", name_b: str = "B") -> str:
     """Which run is better by this metric, or that the interval includes no difference."""
     if math.isnan(difference.low) or not difference.resolved:
-        return "not resolved (interval includes 0)"
+        return "not resolved"
     a_better = difference.high < 0 if metric in LOWER_IS_BETTER else difference.low > 0
     return f"{name_a if a_better else name_b} better"
 
@@ -167,7 +167,10 @@ def format_comparison(comparison: Comparison) -> str:
                 f"{difference.estimate:>+8.3f}  {interval:<17} {verdict(metric, difference)}"
             )
     rows = ", ".join(f"{name}: {count}" for name, count in comparison.rows.items())
-    lines += ["-" * 86, f"Rows (the same in both runs): {rows}. Paired {METHOD}."]
+    lines += [
+        "-" * 86,
+        f"Rows (the same in both runs): {rows}. Paired {METHOD}; not resolved: the interval includes 0.",
+    ]
     return "\n".join(lines)
 
 
