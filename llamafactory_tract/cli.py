@@ -159,11 +159,11 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-rows",
         type=int,
-        default=40,
+        default=30,
         help="MT Bench rows to evaluate on: as many per GPT-4 score level, on questions not trained on",
     )
     parser.add_argument(
-        "--table3-rows", type=int, default=16, help="training rows per stage scored for Table 3 at the end"
+        "--table3-rows", type=int, default=8, help="training rows per stage scored for Table 3 at the end"
     )
 
 
