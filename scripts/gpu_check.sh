@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU device check (docs: README, "GPU: what has run and what has not").
+# The prepared GPU device check (docs/gpu.md).
 #
 #   bash scripts/gpu_check.sh prepare [--dir .gpu_check] [--python-version 3.12]
 #       here: pinned wheels (DeepSpeed built), tokenizer, judge rows, pre-tokenised rows into the git-ignored
