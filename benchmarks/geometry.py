@@ -56,7 +56,7 @@ def prepare_model(
     if geometry == "toy":
         from transformers import AutoTokenizer
 
-        from tests.random_llama import save_random_llama
+        from benchmarks.random_llama import save_random_llama
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         model_dir = save_random_llama(tokenizer, directory, hidden_size, layers, vocab_size)

@@ -68,9 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def prometheus_rows(paths: list[Path], count: int) -> list[dict[str, str]]:
     """``count`` judge rows in alpaca layout, taken from the files in turn."""
     from llamafactory_tract.data.prometheus import annotation_rows
-    from llamafactory_tract.hparams.data_args import TractDataArguments
+    from llamafactory_tract.data.score_format import ScoreFormat
 
-    score_format = TractDataArguments().score_format
+    score_format = ScoreFormat()
     per_file = [annotation_rows(path, score_format) for path in paths]
     rows = [row for row in chain.from_iterable(zip_longest(*per_file)) if row is not None][:count]
     if len(rows) < count:

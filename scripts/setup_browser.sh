@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the LlamaBoard browser test (tests/test_webui.py) drives: Debian's headless Chromium
+# Installs what the LlamaBoard browser test (tests/webui/test_webui.py) drives: Debian's headless Chromium
 # (/usr/bin/chromium, with chromedriver) and the Playwright client library in the venv.
 # Playwright's own browser download (`playwright install`) is never used: the test launches /usr/bin/chromium.
 # Idempotent: each part is installed only when missing.

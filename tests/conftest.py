@@ -14,16 +14,13 @@
 
 """Session fixtures: tiny random models with real tokenizers, and the real SmolLM2 when installed."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from inference_helpers import require_smollm2  # noqa: E402
-from random_llama import save_random_llama  # noqa: E402
-from tiny_models import gpt2_style_tokenizer, sentencepiece_style_tokenizer, tiktoken_style_tokenizer  # noqa: E402
+from benchmarks.random_llama import save_random_llama
+from tests.helpers.inference import require_smollm2
+from tests.helpers.tiny_models import gpt2_style_tokenizer, sentencepiece_style_tokenizer, tiktoken_style_tokenizer
 
 # (tokenizer family, builder, LLaMA-Factory template)
 TINY_FAMILIES = {

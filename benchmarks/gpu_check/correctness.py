@@ -47,8 +47,8 @@ from torch import nn
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from benchmarks.gpu_check.result import PartResult, part_arguments
-from llamafactory_tract.eval.config import EvalConfig
 from llamafactory_tract.judge.backend import JudgePrompt
+from llamafactory_tract.judge.config import JudgeConfig
 from llamafactory_tract.judge.hf_backend import HfJudgeBackend
 from llamafactory_tract.train.cotraft.chunked_loss import chunked_cotraft_loss
 from llamafactory_tract.train.cotraft.final_hidden_states import forward_final_hidden_states, lm_head_parameters
@@ -323,7 +323,7 @@ def judge_backend(model_dir: Path, infer_dtype: str, device: torch.device) -> Hf
 
     LLaMA-Factory places the model itself (``device_map: auto``, the GPU when there is one).
     """
-    config = EvalConfig(model_name_or_path=str(model_dir), template="smollm2", infer_dtype=infer_dtype)
+    config = JudgeConfig(model_name_or_path=str(model_dir), template="smollm2", infer_dtype=infer_dtype)
     backend = HfJudgeBackend.from_config(config, with_cot=True)
     backend.model.to(device)
     return backend

@@ -22,8 +22,12 @@ A judge is calibrated only on the prompt it was trained on, so one function rewr
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse
+
+if TYPE_CHECKING:
+    from llamafactory_tract.hparams.data_args import TractDataArguments
 
 INSTRUCTION_HEADER = "###The instruction to evaluate:"
 REFERENCE_HEADER = "###Reference Answer"
@@ -130,3 +134,8 @@ def has_delimiter(response: str, delimiter: str) -> bool:
     """Whether the feedback itself (the text before a final ``[RESULT]``) contains the delimiter."""
     feedback = response.rpartition(PROMETHEUS_RESULT_MARKER)[0] if PROMETHEUS_RESULT_MARKER in response else response
     return delimiter in feedback
+
+
+def prompt_rules_of(data_args: "TractDataArguments") -> AuthorsPromptRules:
+    """The rules the training keys ``cotraft_score_only_prompt`` / ``cotraft_remove_reference`` switch on."""
+    return AuthorsPromptRules(data_args.cotraft_score_only_prompt, data_args.cotraft_remove_reference)

@@ -31,9 +31,14 @@ from typing import TYPE_CHECKING, Any
 from llamafactory.data.processor.processor_utils import DatasetProcessor
 from llamafactory.extras.constants import IGNORE_INDEX
 
-from llamafactory_tract.data.authors_rules import has_delimiter, missing_delimiter_reason
+from llamafactory_tract.data.authors_rules import has_delimiter, missing_delimiter_reason, prompt_rules_of
 from llamafactory_tract.data.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
-from llamafactory_tract.data.score_format import PROMETHEUS_RESULT_MARKER, InvalidJudgeResponse, MissingScore
+from llamafactory_tract.data.score_format import (
+    PROMETHEUS_RESULT_MARKER,
+    InvalidJudgeResponse,
+    MissingScore,
+    score_format_of,
+)
 from llamafactory_tract.data.score_tokens import ScoreTokens, locate_score_token, resolve_score_tokens
 
 if TYPE_CHECKING:
@@ -86,7 +91,9 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
 
     def __post_init__(self) -> None:
         with_cot = not self.data_args.cotraft_drop_cot
-        self.score_tokens = resolve_score_tokens(self.template, self.tokenizer, self.data_args.score_format, with_cot)
+        self.score_tokens = resolve_score_tokens(
+            self.template, self.tokenizer, score_format_of(self.data_args), with_cot
+        )
 
     def encode_example(
         self, prompt: list[dict[str, str]], response: str, system: str | None, tools: str | None
@@ -141,7 +148,7 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
 
     def preprocess_dataset(self, examples: dict[str, list[Any]]) -> dict[str, list]:
         model_inputs = defaultdict(list)
-        rules = self.data_args.authors_prompt_rules
+        rules = prompt_rules_of(self.data_args)
         for i in range(len(examples["_prompt"])):
             reason = ""
             encoded, target = EncodedJudgeExample([], [], -1, False), 0.0
@@ -187,7 +194,7 @@ class CoTRaftDatasetProcessor(DatasetProcessor):
         if isinstance(error, MissingScore) and column:
             return (
                 f"empty score: column '{column}' has no value in this row (null, NaN or blank); give it one of "
-                f"score_values {list(self.data_args.score_format.values)}"
+                f"score_values {list(self.score_tokens.score_format.values)}"
             )
         return str(error)
 

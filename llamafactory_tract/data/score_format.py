@@ -22,10 +22,15 @@ shape is reduced to one canonical text so that training and inference see the sa
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from llamafactory_tract.extras.constants import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES
+from llamafactory_tract.extras.errors import TractUserError
+
+if TYPE_CHECKING:
+    from llamafactory_tract.hparams.data_args import TractDataArguments
 
 PROMETHEUS_RESULT_MARKER = "[RESULT]"
-DEFAULT_DELIMITER = "So the overall score is"
-DEFAULT_SCORE_VALUES = ("1", "2", "3", "4", "5")
 
 
 class InvalidJudgeResponse(ValueError):
@@ -119,3 +124,13 @@ def _as_number(text: str) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
+
+
+def score_format_of(data_args: "TractDataArguments") -> ScoreFormat:
+    """The score format the training keys ``score_delimiter`` / ``score_values`` name (a comma-separated string)."""
+    values = data_args.score_values
+    literals = values if isinstance(values, (list, tuple)) else values.split(",")
+    try:
+        return ScoreFormat(delimiter=data_args.score_delimiter, values=tuple(str(value).strip() for value in literals))
+    except ValueError as error:
+        raise TractUserError(str(error)) from None

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from llamafactory_tract.data.authors_rules import missing_delimiter_reason
+from llamafactory_tract.data.authors_rules import missing_delimiter_reason, prompt_rules_of
 from llamafactory_tract.data.processor import (
     INVALID_REASON_COLUMN,
     PROMPT_REWRITTEN_COLUMN,
@@ -79,7 +79,7 @@ def first_rows(origins: list[tuple[str, int]]) -> str:
 def describe_authors_rules(dataset: "Dataset", split: str, data_args: "TractDataArguments") -> list[str]:
     """One line per TRACT authors' data rule that is on: how many rows it changed, dropped or found without
     its section (those rows named), so an opt-in rule never acts silently."""
-    if not (data_args.authors_prompt_rules.active or data_args.cotraft_require_delimiter):
+    if not (prompt_rules_of(data_args).active or data_args.cotraft_require_delimiter):
         return []
     total = len(dataset)
     origins = list(zip(dataset[ORIGIN_DATASET_COLUMN], dataset[ORIGIN_ROW_COLUMN], strict=True))

@@ -41,7 +41,6 @@ from llamafactory_tract.data.aligned_rows import read_aligned_rows
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.processor import check_single_cot_end
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
-from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, expand_user
 from llamafactory_tract.eval.evaluate import PREDICTIONS_FILE, describe_forced_cots
 from llamafactory_tract.eval.intervals import (
     CONFIDENCE,
@@ -55,6 +54,7 @@ from llamafactory_tract.eval.metrics import INTERVAL_LABEL, format_interval
 from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError, expand_user
 from llamafactory_tract.judge.loader import load_backend
 from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
 from llamafactory_tract.judge.predictors import JudgePredictor, expected_score
@@ -64,10 +64,9 @@ logger = get_logger(__name__)
 TABLE_NAME = "table3"
 ROW_JUDGE_KEYS = ("model_name_or_path", "adapter_name_or_path", "template")
 COMMAND_KEYS = frozenset({"rows", "run_root", "output_dir"})
-EVAL_ONLY_KEYS = frozenset({"benchmarks", "run_name"})
 
 
-class Table3Error(EvalConfigError):
+class Table3Error(JudgeConfigError):
     """The Table 3 config or one of its datasets is unusable; the message names the row and the key."""
 
 
@@ -103,19 +102,21 @@ class Table3Row(BaseModel):
         return self
 
 
-class Table3Config(EvalConfig):
-    """The judge keys of ``tract eval`` shared by every row, plus ``rows`` and ``output_dir``."""
+class Table3Config(JudgeConfig):
+    """The judge keys shared by every row, plus ``rows`` and ``output_dir``."""
 
     rows: dict[str, Table3Row] = Field(min_length=1)
     run_root: str | None = None
     """Only for ``${run_root}`` in paths (the folder of a finished ``tract pipeline`` run)."""
     output_dir: str = "saves/table3"
 
+    @field_validator("output_dir")
+    @classmethod
+    def _expand_output(cls, value: str) -> str:
+        return expand_user(value)
+
     @model_validator(mode="after")
     def _table3_keys(self) -> "Table3Config":
-        used = sorted(self.model_fields_set & EVAL_ONLY_KEYS)
-        if used:
-            raise ValueError(f"{used} are `tract eval` keys, not used by Table 3")
         if self.predictor != "cot_rail":
             raise ValueError(
                 f"Table 3 predicts ŷ(ŝ) with CoT-RAIL and ŷ(s*) with the expected score after s*; "
@@ -123,12 +124,12 @@ class Table3Config(EvalConfig):
             )
         return self
 
-    def row_judge(self, name: str) -> EvalConfig:
+    def row_judge(self, name: str) -> JudgeConfig:
         """The judge of row ``name``: the shared keys, with the row's model, adapter or template where it sets them."""
         row = self.rows[name]
         values = self.model_dump(exclude=set(COMMAND_KEYS))
         values.update({key: getattr(row, key) for key in ROW_JUDGE_KEYS if key in row.model_fields_set})
-        return validate(EvalConfig, values, f"rows.{name}", Table3Error)
+        return validate(JudgeConfig, values, f"rows.{name}", Table3Error)
 
 
 def load_table3_config(items: list[str]) -> Table3Config:
@@ -216,7 +217,7 @@ def _register_file(name: str, path: Path, scratch: Path) -> tuple[str, str]:
 
 
 def predict_row(
-    judge: EvalConfig, examples: list[TrainingExample], store: PredictionStore, title: str
+    judge: JudgeConfig, examples: list[TrainingExample], store: PredictionStore, title: str
 ) -> dict[RecordKey, dict[str, Any]]:
     """ŷ(s*) and ŷ(ŝ) for each example, appended to ``store`` per batch; one backend for both."""
     backend = load_backend(judge, with_cot=True)

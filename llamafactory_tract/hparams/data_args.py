@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 
 from llamafactory.hparams.data_args import DataArguments
 
-from llamafactory_tract.data.authors_rules import AuthorsPromptRules
-from llamafactory_tract.data.score_format import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES, ScoreFormat
+from llamafactory_tract.extras.constants import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES
 from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.hparams.coercion import coerce_own_fields
 
@@ -103,16 +102,3 @@ class TractDataArguments(DataArguments):
                 "`cotraft_require_delimiter` selects rows by their CoT, but `cotraft_drop_cot: true` trains without "
                 "one: unset one of them."
             )
-        try:
-            _ = self.score_format  # validates delimiter and values at parse time
-        except ValueError as error:
-            raise TractUserError(str(error)) from None
-
-    @property
-    def authors_prompt_rules(self) -> AuthorsPromptRules:
-        return AuthorsPromptRules(self.cotraft_score_only_prompt, self.cotraft_remove_reference)
-
-    @property
-    def score_format(self) -> ScoreFormat:
-        values = self.score_values if isinstance(self.score_values, (list, tuple)) else self.score_values.split(",")
-        return ScoreFormat(delimiter=self.score_delimiter, values=tuple(str(value).strip() for value in values))

@@ -24,10 +24,10 @@ from typing import Literal
 
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
+from llamafactory_tract.extras.constants import DEFAULT_CHUNK_SIZE
 from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.hparams.coercion import coerce_own_fields
 from llamafactory_tract.hparams.cotraft_checks import check_cotraft_losses
-from llamafactory_tract.train.cotraft.chunked_loss import DEFAULT_CHUNK_SIZE
 
 COTRAFT_STAGE = "cotraft"
 

@@ -48,8 +48,8 @@ import numpy as np
 from tqdm import tqdm
 
 from llamafactory_tract.data.authors_rules import PromptSectionMissing
-from llamafactory_tract.eval.config import EvalConfig, build_eval_config
 from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.config import JudgeConfig, build_judge_config
 from llamafactory_tract.judge.loader import load_backend
 from llamafactory_tract.judge.predictors import PREDICTORS, JudgePrediction, JudgePredictor
 from llamafactory_tract.judge.prompts import Rubric, absolute_prompt
@@ -76,7 +76,7 @@ class Grade:
         return asdict(self)
 
 
-def _check_predictor(config: EvalConfig) -> None:
+def _check_predictor(config: JudgeConfig) -> None:
     if config.predictor not in EXPECTED_SCORE_PREDICTORS:
         raise ValueError(
             f"The judge returns expected scores: `predictor` must be one of {list(EXPECTED_SCORE_PREDICTORS)}, "
@@ -92,7 +92,7 @@ def prompt_key(prompt: str) -> str:
 class TractJudge:
     """A loaded judge; ``absolute_grade`` grades rows with CoT-RAIL (or RAIL) and returns ``Grade`` objects."""
 
-    def __init__(self, backend: JudgeBackend, config: EvalConfig) -> None:
+    def __init__(self, backend: JudgeBackend, config: JudgeConfig) -> None:
         _check_predictor(config)
         self.backend = backend
         self.config = config
@@ -102,8 +102,8 @@ class TractJudge:
         self.values = backend.score_tokens.numeric_values
 
     @classmethod
-    def from_config(cls, config: EvalConfig) -> "TractJudge":
-        """Load the model of an ``EvalConfig`` (transformers, or vLLM with ``backend: vllm``)."""
+    def from_config(cls, config: JudgeConfig) -> "TractJudge":
+        """Load the model of a ``JudgeConfig`` (transformers, or vLLM with ``backend: vllm``)."""
         _check_predictor(config)
         return cls(load_backend(config, with_cot=PREDICTORS[config.predictor].uses_cot), config)
 
@@ -115,11 +115,11 @@ class TractJudge:
         adapter_name_or_path: str | None = None,
         **settings: Any,
     ) -> "TractJudge":
-        """Base model + optional LoRA adapter + LLaMA-Factory template; ``settings`` are ``tract eval`` keys."""
+        """Base model + optional LoRA adapter + LLaMA-Factory template; ``settings``: any other ``JudgeConfig`` key."""
         raw = {"model_name_or_path": model_name_or_path, "template": template, **settings}
         if adapter_name_or_path is not None:
             raw["adapter_name_or_path"] = adapter_name_or_path
-        return cls.from_config(build_eval_config(raw, source="TractJudge.from_pretrained"))
+        return cls.from_config(build_judge_config(raw, source="TractJudge.from_pretrained"))
 
     def close(self) -> None:
         """Release the engine (vLLM's engine processes hold memory until closed)."""

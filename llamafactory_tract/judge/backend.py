@@ -33,7 +33,7 @@ from llamafactory_tract.judge.score_context import ScoreContextBuilder
 if TYPE_CHECKING:
     from llamafactory.hparams import DataArguments, FinetuningArguments, ModelArguments
 
-    from llamafactory_tract.eval.config import EvalConfig
+    from llamafactory_tract.judge.config import JudgeConfig
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ class JudgeBackend(ABC):
         return False
 
 
-def llamafactory_args(config: "EvalConfig") -> tuple["ModelArguments", "DataArguments", "FinetuningArguments"]:
-    """Parse the model part of the eval config with LLaMA-Factory's own inference argument parser.
+def llamafactory_args(config: "JudgeConfig") -> tuple["ModelArguments", "DataArguments", "FinetuningArguments"]:
+    """Parse the model part of the judge config with LLaMA-Factory's own inference argument parser.
 
     Always as ``infer_backend: huggingface``, also for ``backend: vllm``: LLaMA-Factory only supplies
     tokenizer, template and adapter paths here, and its vLLM check (``vllm<=0.11.0``, distribution
@@ -135,7 +135,7 @@ def llamafactory_args(config: "EvalConfig") -> tuple["ModelArguments", "DataArgu
 
 
 def build_contexts(
-    tokenizer: Any, template: Any, config: "EvalConfig", with_cot: bool, max_prompt_len: int | None = None
+    tokenizer: Any, template: Any, config: "JudgeConfig", with_cot: bool, max_prompt_len: int | None = None
 ) -> ScoreContextBuilder:
     """Score contexts with the config's ``max_prompt_len``, or ``max_prompt_len`` when the config leaves it unset."""
     score_tokens = resolve_score_tokens(template, tokenizer, config.score_format, with_cot=with_cot)

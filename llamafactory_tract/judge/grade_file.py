@@ -41,13 +41,12 @@ from pydantic import Field, field_validator
 from tqdm import tqdm
 
 from llamafactory_tract.data.authors_rules import PromptSectionMissing
-from llamafactory_tract.eval.config import EvalConfigError
 from llamafactory_tract.extras.jsonl import parse_json_list
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.extras.paths import check_creatable_dir
 from llamafactory_tract.extras.text_files import read_utf8
 from llamafactory_tract.judge.api import TractJudge, prompt_key
-from llamafactory_tract.judge.judge_config import JudgeCommandConfig, load_command_config
+from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError, load_command_config
 from llamafactory_tract.judge.prediction_store import PredictionStore
 from llamafactory_tract.judge.prompts import RUBRIC_KEYS, InvalidRubric, absolute_prompt, format_rubric
 
@@ -61,8 +60,8 @@ STORE_NAME = "judge"
 MAX_REPORTED_ROWS = 20
 
 
-class GradeFileConfig(JudgeCommandConfig):
-    """``tract judge``: the judge keys (as in ``tract eval``) plus the data's source, columns and output."""
+class GradeFileConfig(JudgeConfig):
+    """``tract judge``: the judge keys plus the data's source, columns and output."""
 
     input: str
     """A local .csv/.json/.jsonl file, or a hub dataset id (loaded with ``datasets.load_dataset``)."""
@@ -142,7 +141,7 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
     """Grade the rows that ``items`` (YAML files, key=value overrides) configure; the model loads only if needed."""
     config = load_command_config(items, GradeFileConfig, "tract judge")
     check_creatable_dir(Path(config.output).parent, "output")
-    judge_config = config.judge_config()
+    judge_config = config.judge_only()
     records = read_records(config)
     prompts, skipped = build_prompts(records, config)
     if skipped:
@@ -205,21 +204,21 @@ def read_records(config: GradeFileConfig) -> list[Any]:
     if path.is_file():
         records = _read_local(path)
     elif path.suffix in LOCAL_SUFFIXES:
-        raise EvalConfigError(f"Input file {path} does not exist.")
+        raise JudgeConfigError(f"Input file {path} does not exist.")
     else:
         records = _read_hub(config)
     return records[: config.limit] if config.limit is not None else records
 
 
 def _read_local(path: Path) -> list[Any]:
-    text = read_utf8(path, EvalConfigError)
+    text = read_utf8(path, JudgeConfigError)
     if path.suffix == ".csv":
         return list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
     if path.suffix == ".jsonl":
         return [_json_line(line) for line in text.splitlines() if line.strip()]
     if path.suffix != ".json":
-        raise EvalConfigError(f"Input file {path}: unsupported format; use one of {list(LOCAL_SUFFIXES)}.")
-    return parse_json_list(text, path, EvalConfigError)
+        raise JudgeConfigError(f"Input file {path}: unsupported format; use one of {list(LOCAL_SUFFIXES)}.")
+    return parse_json_list(text, path, JudgeConfigError)
 
 
 def _json_line(line: str) -> Any:
@@ -236,7 +235,7 @@ def _read_hub(config: GradeFileConfig) -> list[dict[str, Any]]:
     try:
         dataset = load_dataset(config.input, name=config.subset, split=config.split)
     except Exception as error:  # datasets raises many types (missing repo, split, network)
-        raise EvalConfigError(
+        raise JudgeConfigError(
             f"Input {config.input!r} is not a {'/'.join(LOCAL_SUFFIXES)} file, and loading it with "
             f"datasets.load_dataset (subset={config.subset!r}, split={config.split!r}) failed: {error}"
         ) from error
@@ -249,7 +248,7 @@ def build_prompts(records: list[Any], config: GradeFileConfig) -> tuple[dict[int
     absent = [column for column in config.keep_columns if column not in present]
     if absent:
         columns = sorted(map(str, present))
-        raise EvalConfigError(f"`keep_columns` {absent} are not columns of {config.input}: {columns}.")
+        raise JudgeConfigError(f"`keep_columns` {absent} are not columns of {config.input}: {columns}.")
     rubric_source = _rubric_source(config, present)
     use_reference = config.column("reference_answer") in present
     prompts: dict[int, str] = {}
@@ -271,7 +270,7 @@ def _rubric_source(config: GradeFileConfig, present: set[str]) -> str:
         return "rubric"
     if config.column("criteria") in present:
         return "criteria"
-    raise EvalConfigError(
+    raise JudgeConfigError(
         f"tract judge: no rubric. Set `rubric` (a string, or criteria + score1..5_description), or map a "
         f"rubric column (columns.rubric=...) or criteria columns (columns.criteria=..., "
         f"columns.score1_description=...). Columns in {config.input}: {sorted(map(str, present))}."

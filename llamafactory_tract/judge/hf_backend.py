@@ -46,7 +46,7 @@ from llamafactory_tract.judge.stopping import StopTextCriteria
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from llamafactory_tract.eval.config import EvalConfig
+    from llamafactory_tract.judge.config import JudgeConfig
 
 logger = get_logger(__name__)
 
@@ -84,7 +84,7 @@ class HfJudgeBackend(JudgeBackend):
         self.score_ids = torch.tensor(self.score_tokens.token_ids)
 
     @classmethod
-    def from_config(cls, config: "EvalConfig", with_cot: bool) -> "HfJudgeBackend":
+    def from_config(cls, config: "JudgeConfig", with_cot: bool) -> "HfJudgeBackend":
         """Load tokenizer, template and model (LoRA adapters applied, not merged on disk) as LLaMA-Factory does."""
         model_args, data_args, finetuning_args = llamafactory_args(config)
         tokenizer = load_tokenizer(model_args)["tokenizer"]

@@ -24,10 +24,10 @@ from llamafactory_tract.extras.paths import check_adapter_sources, check_model_s
 from llamafactory_tract.judge.backend import JudgeBackend
 
 if TYPE_CHECKING:
-    from llamafactory_tract.eval.config import EvalConfig
+    from llamafactory_tract.judge.config import JudgeConfig
 
 
-def load_backend(config: "EvalConfig", with_cot: bool) -> JudgeBackend:
+def load_backend(config: "JudgeConfig", with_cot: bool) -> JudgeBackend:
     """The configured backend; vLLM is imported only when asked for."""
     check_model_source(config.model_name_or_path)
     check_adapter_sources(config.adapter_name_or_path)

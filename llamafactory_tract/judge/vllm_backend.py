@@ -46,7 +46,6 @@ from typing import Any
 from llamafactory.data import get_template_and_fix_tokenizer
 from llamafactory.model import load_tokenizer
 
-from llamafactory_tract.eval.config import EvalConfig, EvalConfigError
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import (
     CoTSample,
@@ -56,6 +55,7 @@ from llamafactory_tract.judge.backend import (
     build_contexts,
     llamafactory_args,
 )
+from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError
 from llamafactory_tract.judge.score_context import CLOSED_BY_EOS, CLOSED_BY_LENGTH, ScoreContextBuilder
 
 logger = get_logger(__name__)
@@ -76,7 +76,7 @@ NO_COMPILATION = 0
 """vLLM's ``CompilationMode.NONE``: the model runs as is, never through ``torch.compile``."""
 
 
-class VllmConfigError(EvalConfigError):
+class VllmConfigError(JudgeConfigError):
     """The vLLM settings cannot give exact scores or leave no room for prompts; the message says what to change."""
 
 
@@ -99,7 +99,7 @@ class VllmJudgeBackend(JudgeBackend):
         """Contexts with a score token the first read missed (outside the top K), read again in full."""
 
     @classmethod
-    def from_config(cls, config: EvalConfig, with_cot: bool, engine: Any = None) -> "VllmJudgeBackend":
+    def from_config(cls, config: JudgeConfig, with_cot: bool, engine: Any = None) -> "VllmJudgeBackend":
         """Tokenizer and template from LLaMA-Factory; the engine from ``build_engine`` unless one is given."""
         from vllm.lora.request import LoRARequest
 
@@ -213,7 +213,7 @@ class VllmJudgeBackend(JudgeBackend):
         return outputs
 
 
-def build_engine(config: EvalConfig, adapter: str | None) -> Any:
+def build_engine(config: JudgeConfig, adapter: str | None) -> Any:
     """The judge's engine: prefix caching, raw-logit logprobs, LoRA sized from the adapter, then ``vllm_config``.
 
     Settings vLLM would refuse only later (an adapter it cannot serve, batch invariance where it has no

@@ -38,12 +38,13 @@ from typing import Any, Literal
 
 import yaml
 
-from llamafactory_tract.eval.config import KEYED_WHEN_ON, PREDICTION_NEUTRAL_KEYS, EvalConfig, build_eval_config
+from llamafactory_tract.eval.config import EVAL_COMMAND_KEYS, EvalConfig, build_eval_config
 from llamafactory_tract.eval.datasets import get_benchmark_spec
 from llamafactory_tract.eval.evaluate import METRICS_CSV, METRICS_JSON, PREDICTIONS_FILE, EvalReport, load_report
 from llamafactory_tract.extras.config_files import merge, read_yaml, to_plain
 from llamafactory_tract.extras.fingerprint import fingerprint_path
 from llamafactory_tract.extras.logging import get_logger
+from llamafactory_tract.judge.config import KEYED_WHEN_ON, PREDICTION_NEUTRAL_KEYS
 from llamafactory_tract.pipeline.child import run_child, terminate_on_sigterm
 from llamafactory_tract.pipeline.config import PipelineConfig, PipelineConfigError, TrainStep
 from llamafactory_tract.pipeline.lock import RunLock
@@ -179,7 +180,7 @@ def judge_config(config: PipelineConfig, adapter: Path | None, raw: dict[str, An
 def _judge_key_config(judge: EvalConfig) -> dict[str, Any]:
     """The judge settings in a step's key; switches added later enter only when on, so finished runs stay done."""
     off = {key for key in KEYED_WHEN_ON if not getattr(judge, key)}
-    return judge.model_dump(exclude={*PREDICTION_NEUTRAL_KEYS, *JUDGE_WIRING_KEYS, *off})
+    return judge.model_dump(exclude={*PREDICTION_NEUTRAL_KEYS, *EVAL_COMMAND_KEYS, *JUDGE_WIRING_KEYS, *off})
 
 
 def _train_step(config: PipelineConfig, name: str, step: TrainStep, upstream: dict[str, Step]) -> Step:
@@ -213,7 +214,7 @@ def _generation_step(config: PipelineConfig, stage1: Step) -> Step:
     check_generation_config(judge)
     generation = {"dataset": dataset, "limit": step.limit, "drop_forced": step.drop_forced}
     child = {
-        **judge.model_dump(exclude={"benchmarks", "output_dir", "run_name"}),
+        **judge.model_dump(exclude=set(EVAL_COMMAND_KEYS)),
         **generation,
         "dataset_dir": dataset_dir,
         "output": str(output),

@@ -39,12 +39,12 @@ from tqdm import tqdm
 from llamafactory_tract.data.aligned_rows import read_aligned_rows
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
-from llamafactory_tract.eval.config import EvalConfig, EvalConfigError, build_eval_config
 from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
 from llamafactory_tract.extras.fingerprint import digest
 from llamafactory_tract.extras.jsonl import write_jsonl
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError, build_judge_config
 from llamafactory_tract.judge.loader import load_backend
 from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
 from llamafactory_tract.judge.predictors import example_seed
@@ -83,10 +83,10 @@ class SelfGenerationSummary:
     closed_by: dict[str, int]
 
 
-def check_generation_config(config: EvalConfig) -> None:
+def check_generation_config(config: JudgeConfig) -> None:
     """Refuse what D_self cannot honour: the no-feedback prompt asks for a score with no CoT to sample."""
     if config.score_only_prompt:
-        raise EvalConfigError(
+        raise JudgeConfigError(
             "score_only_prompt is the prompt of score-only judges, which write no CoT; D_self samples the "
             "stage-1 model's CoTs, so unset it for the generation (remove_reference is applied if set)."
         )
@@ -137,7 +137,7 @@ def shard_of(inputs: list[TrainingInput], shard_index: int, num_shards: int) -> 
     return inputs[shard_index::num_shards]
 
 
-def generate_self_cots(config: EvalConfig, inputs: list[TrainingInput], store_path: Path) -> None:
+def generate_self_cots(config: JudgeConfig, inputs: list[TrainingInput], store_path: Path) -> None:
     """Sample one CoT per input into the resumable store; rows already stored are not regenerated."""
     store = PredictionStore(store_path, config.prediction_hash())
     done = store.load()
@@ -173,7 +173,7 @@ def generate_self_cots(config: EvalConfig, inputs: list[TrainingInput], store_pa
 
 
 def finalize_self_dataset(
-    config: EvalConfig,
+    config: JudgeConfig,
     store_paths: list[Path],
     inputs: list[TrainingInput],
     output: Path,
@@ -242,7 +242,7 @@ def generation_store(output: Path, shard_index: int, num_shards: int) -> Path:
 
 
 def generate_self_dataset(
-    config: EvalConfig,
+    config: JudgeConfig,
     dataset: str,
     dataset_dir: str,
     output: Path,
@@ -278,7 +278,7 @@ def generate_self_dataset(
     return summary
 
 
-def generation_key(config: EvalConfig, dataset: str, dataset_dir: str, limit: int | None, drop_forced: bool) -> str:
+def generation_key(config: JudgeConfig, dataset: str, dataset_dir: str, limit: int | None, drop_forced: bool) -> str:
     """What a finished D_self was made from: judge settings with the adapter's content, the data's content."""
     data = dataset_fingerprints(dataset, dataset_dir)
     return digest([config.prediction_hash(), data, dataset, limit, drop_forced])
@@ -315,12 +315,12 @@ class GenerationSettings(BaseModel):
 def run_generation_config(path: str | Path, overrides: list[str] | None = None) -> SelfGenerationSummary | None:
     """``tract generate``: the generation keys above plus judge settings (model, adapter, backend, sampling)."""
     source = str(path) + (f" (with {' '.join(overrides)})" if overrides else "")
-    merged = merge(read_yaml(path, EvalConfigError), parse_overrides(overrides or [], EvalConfigError))
-    raw = to_plain(merged, source, EvalConfigError)
+    merged = merge(read_yaml(path, JudgeConfigError), parse_overrides(overrides or [], JudgeConfigError))
+    raw = to_plain(merged, source, JudgeConfigError)
     generation = {key: raw.pop(key) for key in GenerationSettings.model_fields if key in raw}
-    settings = validate(GenerationSettings, generation, source, EvalConfigError)
+    settings = validate(GenerationSettings, generation, source, JudgeConfigError)
     return generate_self_dataset(
-        build_eval_config(raw, source=source),
+        build_judge_config(raw, source=source),
         dataset=settings.dataset,
         dataset_dir=settings.dataset_dir,
         output=Path(settings.output),

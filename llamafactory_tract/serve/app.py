@@ -40,7 +40,7 @@ from pydantic import Field
 
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.api import TractJudge
-from llamafactory_tract.judge.judge_config import JudgeCommandConfig, load_command_config
+from llamafactory_tract.judge.config import JudgeConfig, load_command_config
 from llamafactory_tract.judge.prompts import absolute_prompt
 from llamafactory_tract.serve.batcher import MicroBatcher
 from llamafactory_tract.serve.schema import GradeRequest
@@ -63,8 +63,8 @@ class EngineDead(RuntimeError):
     """The engine can answer no request any more (see ``ENGINE_DEAD_DETAIL``)."""
 
 
-class ServeConfig(JudgeCommandConfig):
-    """``tract serve``: the judge keys (as in ``tract eval``) plus where to listen and how to batch."""
+class ServeConfig(JudgeConfig):
+    """``tract serve``: the judge keys plus where to listen and how to batch."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -172,7 +172,7 @@ def run_server(items: list[str]) -> None:
     import uvicorn
 
     config = load_command_config(items, ServeConfig, "tract serve")
-    judge = TractJudge.from_config(config.judge_config())
+    judge = TractJudge.from_config(config.judge_only())
 
     def stop() -> None:
         server.should_exit = True  # as on SIGTERM: stop listening, finish the responses under way, return

@@ -88,6 +88,7 @@ def graft_parser(parser: ModuleType) -> None:
     def _parse_train_args(args=None):
         from llamafactory.extras.misc import is_env_enabled
 
+        from llamafactory_tract.data.score_format import score_format_of
         from llamafactory_tract.hparams.coercion import coerce_args, refuse_unknown_keys
         from llamafactory_tract.hparams.cotraft_checks import check_cotraft_arguments
         from llamafactory_tract.hparams.effective_batch import derived_gradient_accumulation
@@ -106,6 +107,7 @@ def graft_parser(parser: ModuleType) -> None:
         model_args, data_args, training_args, finetuning_args, _ = parsed
         if finetuning_args.stage == COTRAFT_STAGE:
             check_cotraft_arguments(model_args, data_args, training_args)
+            score_format_of(data_args)  # a bad delimiter or score value stops here, naming it
             setattr(finetuning_args, DISPATCHED_AS, COTRAFT_STAGE)
             finetuning_args.stage = DISPATCH_STAGE
         return parsed

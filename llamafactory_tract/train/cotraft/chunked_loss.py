@@ -25,9 +25,8 @@ at the score position. Returns the same ``CoTRaftLoss`` parts as ``loss.cotraft_
 import torch
 import torch.nn.functional as F
 
+from llamafactory_tract.extras.constants import DEFAULT_CHUNK_SIZE
 from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, CoTRaftLoss, expected_scores_from_logits, upcast_half
-
-DEFAULT_CHUNK_SIZE = 1024
 
 
 def _accumulation_dtype(tensor: torch.Tensor) -> torch.dtype:

@@ -17,7 +17,7 @@
 The chunked loss recomputes ``logits = lm_head(hidden)`` itself, so it is exact only for models
 whose logits are exactly that: model types whose ``ForCausalLM.forward`` computes
 ``self.lm_head(hidden_states[:, slice_indices, :])`` from the decoder's ``last_hidden_state`` and
-returns it unchanged (checked against the installed transformers by ``tests/test_chunked_loss.py``),
+returns it unchanged (checked against the installed transformers by ``tests/train/test_chunked_loss.py``),
 or only softcaps it when ``final_logit_softcapping`` is set (Gemma 2/3 text: released Gemma 2
 configs set it, Gemma 3 text leaves it None), with a plain ``nn.Linear`` head. Everything else falls
 back to full logits: softcapping in use, scaled logits (Cohere, Granite), vision-language wrappers

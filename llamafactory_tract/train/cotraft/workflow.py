@@ -23,6 +23,8 @@ from llamafactory.model import load_model, load_tokenizer
 from llamafactory.train.callbacks import LogCallback
 from llamafactory.train.trainer_utils import create_modelcard_and_push
 
+from llamafactory_tract.data.judge_card import JudgeCard
+from llamafactory_tract.data.score_format import score_format_of
 from llamafactory_tract.data.score_tokens import ScoreTokens, resolve_score_tokens
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.hparams.finetuning_args import COTRAFT_STAGE
@@ -58,7 +60,7 @@ def load_cotraft_dataset(
     """
     tokenizer = tokenizer_module["tokenizer"]
     score_tokens = resolve_score_tokens(
-        template, tokenizer, data_args.score_format, with_cot=not data_args.cotraft_drop_cot
+        template, tokenizer, score_format_of(data_args), with_cot=not data_args.cotraft_drop_cot
     )
     token_pieces = dict(
         zip(
@@ -105,6 +107,18 @@ def build_data_collator(
     )
 
 
+def judge_card(model_args: "ModelArguments", data_args: "TractDataArguments") -> JudgeCard:
+    """What the judge commands must use with this model: its base model, template, score format, prompt rules."""
+    return JudgeCard(
+        base_model=model_args.model_name_or_path,
+        template=data_args.template,
+        score_delimiter=data_args.score_delimiter,
+        score_values=score_format_of(data_args).values,
+        score_only_prompt=data_args.cotraft_score_only_prompt,
+        remove_reference=data_args.cotraft_remove_reference,
+    )
+
+
 def run_cotraft(
     model_args: "ModelArguments",
     data_args: "TractDataArguments",
@@ -140,6 +154,8 @@ def run_cotraft(
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
+        if trainer.is_world_process_zero():
+            judge_card(model_args, data_args).save(training_args.output_dir)
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
