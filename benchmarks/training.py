@@ -41,7 +41,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 def train_args(spec: dict[str, Any], name: str, output_dir: Path) -> dict[str, Any]:
     import torch
 
-    return {
+    args = {
         "model_name_or_path": spec["model_dir"],
         "template": spec["template"],
         "do_train": True,
@@ -51,7 +51,6 @@ def train_args(spec: dict[str, Any], name: str, output_dir: Path) -> dict[str, A
         "dataset": "judge",
         "dataset_dir": spec["dataset_dir"],
         "cutoff_len": spec["seq_len"],
-        "cotraft_min_prompt_share": 0.0,  # the benchmark's over-long prompts are cut to exactly cutoff_len
         "overwrite_cache": True,
         "output_dir": str(output_dir),
         "overwrite_output_dir": True,
@@ -67,6 +66,9 @@ def train_args(spec: dict[str, Any], name: str, output_dir: Path) -> dict[str, A
         **spec.get("extra", {}),
         **(spec["configs"][name] if "configs" in spec else CONFIGS[name]),
     }
+    if args["stage"] == "cotraft":  # the benchmark's over-long prompts are cut to exactly cutoff_len
+        args.setdefault("cotraft_min_prompt_share", 0.0)
+    return args
 
 
 def batch_tokens(dataloader: Any) -> list[tuple[int, int]]:

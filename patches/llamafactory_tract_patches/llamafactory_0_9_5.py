@@ -92,9 +92,11 @@ def graft_parser(parser: ModuleType) -> None:
         from llamafactory_tract.hparams.coercion import coerce_args, refuse_unknown_keys
         from llamafactory_tract.hparams.cotraft_checks import check_cotraft_arguments
         from llamafactory_tract.hparams.effective_batch import derived_gradient_accumulation
+        from llamafactory_tract.hparams.stage_keys import refuse_cotraft_keys
 
         _use_tract_arguments(parser)
         args = parser.read_args(args)
+        refuse_cotraft_keys(args, _requested_stage(args))
         if isinstance(args, dict) and args.get("stage") == COTRAFT_STAGE:
             if not is_env_enabled("ALLOW_EXTRA_ARGS"):  # LLaMA-Factory's switch to let unknown keys pass
                 refuse_unknown_keys(args, parser._TRAIN_ARGS)

@@ -184,8 +184,9 @@ def test_val_size_holds_out_an_evaluation_split_that_gets_the_same_rules(tiny_mo
 
 
 def test_a_training_run_with_the_rules_logs_their_counts(tiny_model_dirs, dataset_dir, caplog):
-    from tests.helpers.judge_data import sgd_full_finetune_config
     from llamafactory.train.tuner import run_exp
+
+    from tests.helpers.judge_data import sgd_full_finetune_config
 
     model_dir, _ = tiny_model_dirs["tiktoken"]
     output_dir = dataset_dir / "run"

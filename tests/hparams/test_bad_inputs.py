@@ -137,6 +137,16 @@ def test_a_score_value_that_is_not_a_number_is_named_at_parse_time(model_dir, tm
     assert one_message(err, TRAIN) == "`score_values` entries ['x'] are not numbers (in ['1', '2', 'x'])."
 
 
+def test_a_cotraft_key_under_another_stage_is_refused_naming_key_and_stage(model_dir, tmp_path, monkeypatch, capsys):
+    data_dir = write_judge_dataset(tmp_path / "data")
+    code, err = llamafactory_cli_train(monkeypatch, capsys, *train_args(model_dir, data_dir, tmp_path, stage="sft"))
+    assert code == USER_ERROR_EXIT
+    assert one_message(err, TRAIN) == (
+        "`cotraft_effective_batch_size`, `raft_lambda` are keys of `stage: cotraft`, but this run has `stage: sft`, "
+        "which would ignore them: set `stage: cotraft`, or remove them."
+    )
+
+
 def test_an_empty_training_file_is_named(model_dir, tmp_path, monkeypatch, capsys):
     data_dir = rewrite_dataset(write_judge_dataset(tmp_path / "data"), rows=[])
     code, err = llamafactory_cli_train(monkeypatch, capsys, *train_args(model_dir, data_dir, tmp_path))

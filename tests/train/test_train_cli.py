@@ -27,6 +27,7 @@ import yaml
 from safetensors.torch import load_file
 
 from llamafactory_tract.data.judge_card import read_judge_card
+from llamafactory_tract.hparams.stage_keys import cotraft_keys
 from tests.helpers.judge_data import sgd_full_finetune_config, write_judge_dataset
 from tests.helpers.paths import REPO_ROOT
 
@@ -49,15 +50,16 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> su
 
 
 def train_smoke_recipe(
-    tiny_model_dirs, tmp_path: Path, env: dict[str, str] | None = None, **extra: str
+    tiny_model_dirs, tmp_path: Path, env: dict[str, str] | None = None, recipe: Path = SMOKE_RECIPE, **extra: str
 ) -> tuple[subprocess.CompletedProcess, Path]:
-    """``llamafactory-cli train`` on the CPU smoke recipe with the tiny tiktoken-style model and judge rows."""
+    """``llamafactory-cli train`` on the CPU smoke recipe (or ``recipe``) with the tiny tiktoken-style model and
+    judge rows."""
     model_dir, _ = tiny_model_dirs["tiktoken"]
     output_dir = tmp_path / "out"
     data_dir = write_judge_dataset(tmp_path / "data")
     values = {"model_name_or_path": model_dir, "dataset_dir": data_dir, "output_dir": output_dir, **extra}
     overrides = [f"{key}={value}" for key, value in values.items()]
-    result = cli("train", str(SMOKE_RECIPE), *overrides, env=env, timeout=600)
+    result = cli("train", str(recipe), *overrides, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result, output_dir
 
@@ -126,7 +128,15 @@ def test_an_effective_batch_that_does_not_split_says_what_to_set(tiny_model_dirs
 
 
 def test_sft_still_trains_beside_the_plugin(tiny_model_dirs, tmp_path):
-    _, output_dir = train_smoke_recipe(tiny_model_dirs, tmp_path, stage="sft")
+    recipe = yaml.safe_load(SMOKE_RECIPE.read_text())
+    sft_recipe = tmp_path / "sft.yaml"  # the smoke recipe without its cotraft keys, which sft refuses
+    sft_recipe.write_text(
+        yaml.safe_dump(
+            {key: value for key, value in recipe.items() if key not in cotraft_keys()}
+            | {"stage": "sft", "gradient_accumulation_steps": 2}
+        )
+    )
+    _, output_dir = train_smoke_recipe(tiny_model_dirs, tmp_path, recipe=sft_recipe)
     entries = [entry for entry in read_trainer_log(output_dir) if "loss" in entry]
     assert entries and all("ce_loss" not in entry for entry in entries)
     assert (output_dir / "adapter_model.safetensors").is_file()
