@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 def read_aligned_rows(dataset: str, dataset_dir: str, limit: int | None, output_dir: str) -> "Dataset":
     """Rows of ``_prompt``/``_response``/``_system`` with ``tract_dataset``/``tract_row``; ``limit``: max_samples."""
-    from llamafactory.data.loader import _get_merged_dataset
     from llamafactory.hparams import get_train_args
+
+    from llamafactory_tract.compat.llamafactory_internals import merged_dataset
 
     model_args, data_args, training_args, _, _ = get_train_args(
         dict(
@@ -42,4 +43,4 @@ def read_aligned_rows(dataset: str, dataset_dir: str, limit: int | None, output_
             report_to="none",
         )
     )
-    return _get_merged_dataset(data_args.dataset, model_args, data_args, training_args, stage="cotraft")
+    return merged_dataset(model_args, data_args, training_args, stage="cotraft")

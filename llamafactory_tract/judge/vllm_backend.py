@@ -46,6 +46,7 @@ from typing import Any
 from llamafactory.data import get_template_and_fix_tokenizer
 from llamafactory.model import load_tokenizer
 
+from llamafactory_tract.compat.vllm_internals import engine_died, shutdown_engine
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import (
     CoTSample,
@@ -165,7 +166,7 @@ class VllmJudgeBackend(JudgeBackend):
 
     def close(self) -> None:
         """Shut the engine's processes down now (they would otherwise hold device memory until exit)."""
-        self.engine.llm_engine.engine_core.shutdown()
+        shutdown_engine(self.engine)
 
     def engine_dead(self) -> bool:
         """vLLM's engine core process died (e.g. CUDA out of memory, or killed): unrecoverable (``EngineDeadError``).
@@ -173,8 +174,7 @@ class VllmJudgeBackend(JudgeBackend):
         The flag is set by the client's monitor thread as soon as the process exits; an in-process engine
         (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) has none and dies with this process.
         """
-        resources = getattr(self.engine.llm_engine.engine_core, "resources", None)
-        return resources is not None and resources.engine_dead
+        return engine_died(self.engine)
 
     def _score_context(self, prompt: JudgePrompt, cot: str) -> list[int]:
         """The training-style context, shortened if needed so that context + the score token fits the engine."""

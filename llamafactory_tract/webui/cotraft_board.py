@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from llamafactory_tract.compat.gradio_internals import move_before
 from llamafactory_tract.hparams import TractDataArguments, TractFinetuningArguments
 
 if TYPE_CHECKING:
@@ -105,9 +106,7 @@ def render_inputs(inputs: dict[str, "Component"], before: "BlockContext") -> gr.
             with gr.Row():
                 for key in row:
                     inputs[key].render()
-    siblings = before.parent.children
-    siblings.remove(accordion)
-    siblings.insert(siblings.index(before), accordion)
+    move_before(accordion, before)
     return accordion
 
 

@@ -12,15 +12,16 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Layers point one way: a subpackage imports only from its own layer or the layers below it."""
+"""Layers point one way, and private names of the libraries under us stay in ``patches/`` and ``compat/``."""
 
 import ast
 
 from tests.helpers.paths import REPO_ROOT
 
 PACKAGE = "llamafactory_tract"
-# extras -> hparams -> data -> train/judge -> eval/serve -> pipeline -> demo/webui -> cli
+# compat/extras -> hparams -> data -> train/judge -> eval/serve -> pipeline -> demo/webui -> cli
 LAYERS = {
+    "compat": 0,
     "extras": 0,
     "hparams": 1,
     "data": 2,
@@ -59,3 +60,18 @@ def test_no_module_imports_a_layer_above_its_own():
 def test_every_subpackage_has_a_layer():
     subpackages = {path.name for path in (REPO_ROOT / PACKAGE).iterdir() if (path / "__init__.py").is_file()}
     assert subpackages | {"cli"} == set(LAYERS)
+
+
+LIBRARIES = ("llamafactory", "transformers", "peft", "vllm", "gradio", "datasets", "trl")
+
+
+def test_private_names_of_libraries_are_imported_only_in_compat():
+    """``from llamafactory.data.loader import _get_merged_dataset`` and the like live in ``compat/``."""
+    found = []
+    for path in sorted((REPO_ROOT / PACKAGE).rglob("*.py")):
+        if path.parent.name == "compat":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in LIBRARIES:
+                found += [f"{path.name}: {alias.name}" for alias in node.names if alias.name.startswith("_")]
+    assert not found, found

@@ -26,6 +26,8 @@ from typing import Any
 from llamafactory.train.callbacks import LogCallback
 from typing_extensions import override
 
+from llamafactory_tract.compat.llamafactory_internals import AmendedLogCallback, extend_instance
+
 EXTRA_LOG_KEYS = ("ce_loss", "raft_loss", "aux_loss", "rmse", "pearson")
 
 
@@ -42,14 +44,14 @@ def extra_log_values(logs: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in logs.items() if key.endswith(EXTRA_LOG_KEYS)}
 
 
-class TractLogCallback(LogCallback):
-    _pending_extras: dict[tuple[int, str], dict[str, Any]]
+class TractLogCallback(AmendedLogCallback):
+    pending_extras: dict[tuple[int, str], dict[str, Any]]
 
     @classmethod
     def adopt(cls, callback: LogCallback) -> "TractLogCallback":
         """Extend the ``LogCallback`` instance LLaMA-Factory built, keeping its state (and web-UI handlers)."""
-        callback.__class__ = cls
-        callback._pending_extras = {}
+        extend_instance(callback, cls)
+        callback.pending_extras = {}
         return callback
 
     @override
@@ -58,11 +60,11 @@ class TractLogCallback(LogCallback):
         kind = _entry_kind(latest)
         extras = extra_log_values(latest)
         if kind and extras:
-            self._pending_extras[(state.global_step, kind)] = extras
+            self.pending_extras[(state.global_step, kind)] = extras
         super().on_log(args, state, control, **kwargs)
 
     @override
-    def _write_log(self, output_dir: str, logs: dict[str, Any]) -> None:
+    def amend_entry(self, logs: dict[str, Any]) -> dict[str, Any]:
         kind = _entry_kind(logs)
-        extras = self._pending_extras.pop((logs.get("current_steps"), kind), {}) if kind else {}
-        super()._write_log(output_dir, {**logs, **extras})
+        extras = self.pending_extras.pop((logs.get("current_steps"), kind), {}) if kind else {}
+        return {**logs, **extras}
