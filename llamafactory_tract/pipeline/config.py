@@ -23,6 +23,7 @@ lines on top of one per-model file. ``{run_root}`` in any string is replaced by 
 that share a step (TRACT, A.1, A.2 and A.4 share stage 1 and D_self) point at the same folder.
 """
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,7 +92,7 @@ class PipelineConfig(BaseModel):
             raise ValueError("`self_generation` samples with the stage-1 model: configure `stage1` too.")
         if self.stage2 and not self.self_generation and "dataset" not in self.stage2.overrides:
             raise ValueError("`stage2` trains on D_self: configure `self_generation` (or a stage-2 dataset).")
-        if self.stage2 and self.stage2.init == "stage1" and not self.stage1:
+        if self.stage2 and self.stage2.init == StepName.STAGE1 and not self.stage1:
             raise ValueError("`stage2.init: stage1` needs a `stage1` step.")
         return self
 
@@ -103,7 +104,15 @@ class PipelineConfig(BaseModel):
         return Path(configured) if configured else Path(self.run_dir) / step
 
 
-STEP_NAMES = ("stage1", "self_generation", "stage2", "evaluation")
+class StepName(StrEnum):
+    """The steps of Algorithm 1, in order; each is a key of the pipeline YAML."""
+
+    STAGE1 = "stage1"
+    SELF_GENERATION = "self_generation"
+    STAGE2 = "stage2"
+    EVALUATION = "evaluation"
+
+
 RUN_ROOT_PLACEHOLDER = "{run_root}"
 
 
@@ -119,7 +128,7 @@ def read_pipeline_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     if path in seen:
         raise PipelineConfigError(f"{path}: `base` includes itself ({' -> '.join(map(str, (*seen, path)))}).")
     config = read_yaml(path, PipelineConfigError)
-    for step in STEP_NAMES:
+    for step in StepName:
         if isinstance(config.get(step), DictConfig) and isinstance(config[step].get("recipe"), str):
             config[step].recipe = resolve_recipe(config[step].recipe, path.parent)
     bases = config.pop("base", None) or []

@@ -33,8 +33,9 @@ import shutil
 import sys
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -46,7 +47,7 @@ from llamafactory_tract.extras.fingerprint import fingerprint_path
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.config import KEYED_WHEN_ON, PREDICTION_NEUTRAL_KEYS
 from llamafactory_tract.pipeline.child import run_child, terminate_on_sigterm
-from llamafactory_tract.pipeline.config import PipelineConfig, PipelineConfigError, TrainStep
+from llamafactory_tract.pipeline.config import PipelineConfig, PipelineConfigError, StepName, TrainStep
 from llamafactory_tract.pipeline.lock import RunLock
 from llamafactory_tract.pipeline.provenance import (
     OutputChange,
@@ -89,8 +90,23 @@ SELF_DATASET_INFO = "dataset_info.json"
 UNFINGERPRINTED = (
     "its record, written by an older tract pipeline, holds no fingerprint of its outputs: they cannot be checked"
 )
-StepKind = Literal["train", "generate", "eval"]
-StepState = Literal["done", "partial", "stale", "missing"]
+
+
+class StepKind(StrEnum):
+    """What runs a step: ``llamafactory-cli train``, ``tract generate`` or ``tract eval`` (part of its key)."""
+
+    TRAIN = "train"
+    GENERATE = "generate"
+    EVAL = "eval"
+
+
+class StepState(StrEnum):
+    DONE = "done"
+    PARTIAL = "partial"
+    """Same key, unfinished: resumed."""
+    STALE = "stale"
+    """Made otherwise, or its outputs changed since: redone."""
+    MISSING = "missing"
 
 
 @dataclass
@@ -112,18 +128,20 @@ class Step:
     @property
     def config_path(self) -> Path:
         """The resolved config the child runs, beside the output (``run/stage2.yaml``, ``d_self.yaml``)."""
-        return self.output.with_suffix(".yaml") if self.kind == "generate" else resolved_config_path(self.output)
+        if self.kind is StepKind.GENERATE:
+            return self.output.with_suffix(".yaml")
+        return resolved_config_path(self.output)
 
     @property
     def output_folder(self) -> Path:
         """The folder its output files are named in: the output itself, or D_self's folder."""
-        return self.output.parent if self.kind == "generate" else self.output
+        return self.output.parent if self.kind is StepKind.GENERATE else self.output
 
     def output_names(self) -> list[str]:
         """The files it produces that later steps or reports read: what its record fingerprints."""
-        if self.kind == "train":
+        if self.kind is StepKind.TRAIN:
             return sorted({path.name for pattern in ADAPTER_FILES for path in self.output.glob(pattern)})
-        if self.kind == "generate":
+        if self.kind is StepKind.GENERATE:
             return [self.output.name, SELF_DATASET_INFO]
         return [PREDICTIONS_FILE, METRICS_JSON, METRICS_CSV]
 
@@ -186,23 +204,23 @@ def _judge_key_config(judge: EvalConfig) -> dict[str, Any]:
 def _train_step(config: PipelineConfig, name: str, step: TrainStep, upstream: dict[str, Step]) -> Step:
     output = config.step_dir(name, step.output_dir)
     extra: dict[str, Any] = {}
-    if "self_generation" in upstream:
-        extra.update(dataset=SELF_DATASET_NAME, dataset_dir=str(upstream["self_generation"].output.parent))
-    if "stage1" in upstream:
-        extra["adapter_name_or_path"] = str(upstream["stage1"].output)
+    if StepName.SELF_GENERATION in upstream:
+        extra.update(dataset=SELF_DATASET_NAME, dataset_dir=str(upstream[StepName.SELF_GENERATION].output.parent))
+    if StepName.STAGE1 in upstream:
+        extra["adapter_name_or_path"] = str(upstream[StepName.STAGE1].output)
     resolved = resolve_training_config(config, step, output, extra)
     inputs = {"model": fingerprint_path(resolved["model_name_or_path"])}
-    if "self_generation" not in upstream:
+    if StepName.SELF_GENERATION not in upstream:
         dataset_dir = resolved.get("dataset_dir", "data")
         inputs.update(dataset_fingerprints(resolved.get("dataset"), dataset_dir))
         inputs.update(dataset_fingerprints(resolved.get("eval_dataset"), dataset_dir))
-    if "stage1" not in upstream and resolved.get("adapter_name_or_path"):
+    if StepName.STAGE1 not in upstream and resolved.get("adapter_name_or_path"):
         inputs["adapter"] = fingerprint_path(resolved["adapter_name_or_path"])
     inputs.update({f"step:{upstream_name}": previous.key for upstream_name, previous in upstream.items()})
     key_config = {
         key: value for key, value in resolved.items() if key not in (*TRAIN_WIRING_KEYS, *TRAIN_OUTPUT_ONLY_KEYS)
     }
-    return Step(name, "train", output, resolved, key_config, inputs, tuple(upstream))
+    return Step(name, StepKind.TRAIN, output, resolved, key_config, inputs, tuple(upstream))
 
 
 def _generation_step(config: PipelineConfig, stage1: Step) -> Step:
@@ -224,9 +242,8 @@ def _generation_step(config: PipelineConfig, stage1: Step) -> Step:
         **dataset_fingerprints(dataset, dataset_dir),
         "step:stage1": stage1.key,
     }
-    return Step(
-        "self_generation", "generate", output, child, {**_judge_key_config(judge), **generation}, inputs, ("stage1",)
-    )
+    key_config = {**_judge_key_config(judge), **generation}
+    return Step(StepName.SELF_GENERATION, StepKind.GENERATE, output, child, key_config, inputs, (StepName.STAGE1,))
 
 
 def _evaluation_step(config: PipelineConfig, last: Step | None) -> Step:
@@ -245,30 +262,31 @@ def _evaluation_step(config: PipelineConfig, last: Step | None) -> Step:
     if last is not None:
         inputs[f"step:{last.name}"] = last.key
     key_config = {**_judge_key_config(judge), "run_name": judge.run_name, "benchmarks": benchmarks}
-    return Step("evaluation", "eval", output, judge.model_dump(), key_config, inputs, (last.name,) if last else ())
+    upstream = (last.name,) if last else ()
+    return Step(StepName.EVALUATION, StepKind.EVAL, output, judge.model_dump(), key_config, inputs, upstream)
 
 
 def build_steps(config: PipelineConfig) -> list[Step]:
     """Every configured step, resolved, in order; keys chain through the upstream steps' keys."""
     steps: dict[str, Step] = {}
     if config.stage1:
-        steps["stage1"] = _train_step(config, "stage1", config.stage1, {})
+        steps[StepName.STAGE1] = _train_step(config, StepName.STAGE1, config.stage1, {})
     if config.self_generation:
-        steps["self_generation"] = _generation_step(config, steps["stage1"])
+        steps[StepName.SELF_GENERATION] = _generation_step(config, steps[StepName.STAGE1])
     if config.stage2:
-        upstream = {name: steps[name] for name in ("self_generation",) if name in steps}
-        if config.stage2.init == "stage1":
-            upstream["stage1"] = steps["stage1"]
-        steps["stage2"] = _train_step(config, "stage2", config.stage2, upstream)
+        upstream = {name: steps[name] for name in (StepName.SELF_GENERATION,) if name in steps}
+        if config.stage2.init == StepName.STAGE1:
+            upstream[StepName.STAGE1] = steps[StepName.STAGE1]
+        steps[StepName.STAGE2] = _train_step(config, StepName.STAGE2, config.stage2, upstream)
     if config.evaluation:
-        steps["evaluation"] = _evaluation_step(config, steps.get("stage2") or steps.get("stage1"))
+        steps[StepName.EVALUATION] = _evaluation_step(config, steps.get(StepName.STAGE2) or steps.get(StepName.STAGE1))
     return list(steps.values())
 
 
 def is_complete(step: Step) -> bool:
-    if step.kind == "train":
+    if step.kind is StepKind.TRAIN:
         return (step.output / TRAIN_COMPLETE_MARKER).is_file()
-    if step.kind == "generate":
+    if step.kind is StepKind.GENERATE:
         return step.output.is_file() and step.output.with_name(step.output.name + SUMMARY_SUFFIX).is_file()
     return (step.output / METRICS_JSON).is_file()
 
@@ -294,9 +312,9 @@ def assess(step: Step, runs: dict[str, str]) -> Assessment:
     """
     record = read_record(step.output)
     if record is None:
-        if step.kind == "train" and step.output.is_dir() and any(step.output.iterdir()):
-            return Assessment("stale", None, [], [f"{step.output} holds outputs without a provenance record"])
-        return Assessment("missing")
+        if step.kind is StepKind.TRAIN and step.output.is_dir() and any(step.output.iterdir()):
+            return Assessment(StepState.STALE, None, [], [f"{step.output} holds outputs without a provenance record"])
+        return Assessment(StepState.MISSING)
     config_changes, input_changes, changed_upstream = [], [], set()
     if record.key != step.key:
         config_changes = differences(record.config, step.key_config)
@@ -321,10 +339,10 @@ def assess(step: Step, runs: dict[str, str]) -> Assessment:
     )
     unfingerprinted = record.state == "complete" and record.outputs is None
     if config_changes or input_changes or changed or unfingerprinted:
-        return Assessment("stale", record, config_changes, input_changes, changed, unfingerprinted)
+        return Assessment(StepState.STALE, record, config_changes, input_changes, changed, unfingerprinted)
     # Complete outputs under a matching record are this key's: outputs of another key are removed before a
     # new record is written (a crash between the child's end and the record's update loses nothing).
-    return Assessment("done" if is_complete(step) else "partial", record)
+    return Assessment(StepState.DONE if is_complete(step) else StepState.PARTIAL, record)
 
 
 def plan(steps: list[Step]) -> list[tuple[Step, Assessment]]:
@@ -333,7 +351,7 @@ def plan(steps: list[Step]) -> list[tuple[Step, Assessment]]:
     planned = []
     for step in steps:
         assessment = assess(step, runs)
-        if assessment.state == "done":
+        if assessment.state is StepState.DONE:
             runs[step.name] = assessment.record.run_id
         planned.append((step, assessment))
     return planned
@@ -349,7 +367,7 @@ def format_status(config: PipelineConfig) -> str:
 
 
 def stale_steps_message(planned: list[tuple[Step, Assessment]]) -> str:
-    stale = [(step, assessment) for step, assessment in planned if assessment.state == "stale"]
+    stale = [(step, assessment) for step, assessment in planned if assessment.state is StepState.STALE]
     return "; ".join(f"{step.name} ({', '.join(assessment.reasons)})" for step, assessment in stale)
 
 
@@ -362,13 +380,13 @@ class Runner:
 
     def run(self, step: Step) -> None:
         assessment = assess(step, self.runs)
-        if assessment.state == "done":
+        if assessment.state is StepState.DONE:
             if assessment.record.state == "running":  # the child finished, the pipeline stopped before recording it
                 self._complete(step, assessment.record)
             logger.info_rank0(f"[{step.name}] done in {step.output} (key {step.key}); skipped.")
             self.runs[step.name] = assessment.record.run_id
             return
-        if assessment.state == "stale":
+        if assessment.state is StepState.STALE:
             logger.warning_rank0(f"[{step.name}] redoing {step.output}: {', '.join(assessment.reasons)}.")
         resume_from = self._prepare(step, assessment)
         resume = {"resume_from_checkpoint": str(resume_from), "overwrite_output_dir": False} if resume_from else {}
@@ -402,10 +420,10 @@ class Runner:
 
     def _prepare(self, step: Step, assessment: Assessment) -> Path | None:
         """Clear what a fresh attempt must not see; for training return the checkpoint to resume, if any."""
-        if step.kind != "train":
+        if step.kind is not StepKind.TRAIN:
             rewritten = (
                 [step.output, step.output.with_name(step.output.name + SUMMARY_SUFFIX)]
-                if step.kind == "generate"
+                if step.kind is StepKind.GENERATE
                 else [step.output / METRICS_JSON, step.output / METRICS_CSV]
             )
             # An output changed since the step wrote it (for the evaluation, predictions.jsonl is also its
@@ -418,7 +436,7 @@ class Runner:
             for stale in (*rewritten, *untrusted):
                 stale.unlink(missing_ok=True)
             return None  # generation and evaluation stores keep only rows of the same key: they resume by row
-        if assessment.record is None and assessment.state == "stale":
+        if assessment.record is None and assessment.state is StepState.STALE:
             raise PipelineConfigError(
                 f"[{step.name}] {step.output} holds outputs that tract pipeline did not record "
                 f"(no {record_path(step.output).name}): remove the folder, or give the step another output_dir."
@@ -446,10 +464,10 @@ class Runner:
 
     @staticmethod
     def _command(step: Step) -> list[str]:
-        if step.kind == "train":
+        if step.kind is StepKind.TRAIN:
             cli = Path(sys.executable).parent / "llamafactory-cli"
             return [str(cli) if cli.is_file() else "llamafactory-cli", "train", str(step.config_path)]
-        subcommand = "generate" if step.kind == "generate" else "eval"
+        subcommand = step.kind  # tract generate / tract eval
         return [sys.executable, "-m", "llamafactory_tract.cli", subcommand, str(step.config_path)]
 
 
@@ -467,7 +485,7 @@ def run_pipeline(config: PipelineConfig, refuse_stale: bool = False) -> EvalRepo
     steps = build_steps(config)
     with terminate_on_sigterm(), RunLock(locked_folders(config, steps)) as lock:
         planned = plan(steps)
-        if refuse_stale and any(assessment.state == "stale" for _, assessment in planned):
+        if refuse_stale and any(assessment.state is StepState.STALE for _, assessment in planned):
             raise PipelineConfigError(
                 f"Stale steps (made by another configuration or from other inputs, or their outputs changed since): "
                 f"{stale_steps_message(planned)}. "
@@ -476,5 +494,5 @@ def run_pipeline(config: PipelineConfig, refuse_stale: bool = False) -> EvalRepo
         runner = Runner(lock)
         for step in steps:
             runner.run(step)
-    evaluation = next((step for step in steps if step.kind == "eval"), None)
+    evaluation = next((step for step in steps if step.kind is StepKind.EVAL), None)
     return load_report(evaluation.output) if evaluation else None
