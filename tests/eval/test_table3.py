@@ -197,8 +197,11 @@ def test_the_paper_recipe_points_at_a_table2_tract_run():
     assert (stage1.predictor, stage1.temperature, stage1.top_p, stage1.max_new_tokens) == ("cot_rail", 1.0, 0.9, 1024)
 
 
-def test_the_demo_recipe_reads_the_demo_runs_as_they_were_trained():
+def test_the_demo_recipe_reads_the_demo_runs_as_they_were_trained(tmp_path, monkeypatch):
+    """The recipe's wiring only: from an empty folder, so a finished local demo (and its judge cards) is not read."""
     from llamafactory_tract.demo.run import DEMO_CONFIGS
+
+    monkeypatch.chdir(tmp_path)
     from llamafactory_tract.pipeline.config import load_pipeline_config
 
     config = load_table3_config([str(DEMO_CONFIGS / "table3.yaml"), "model_name_or_path=seed"])
