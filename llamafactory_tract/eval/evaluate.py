@@ -25,12 +25,13 @@ import csv
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from llamafactory_tract.eval.config import EvalConfig, EvalConfigError
 from llamafactory_tract.eval.datasets import BenchmarkRow, get_benchmark_spec, load_benchmark
@@ -45,10 +46,11 @@ from llamafactory_tract.eval.intervals import (
 )
 from llamafactory_tract.eval.metrics import AVERAGED, average_metrics, format_table, score_metrics
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.backend import JudgePrompt
 from llamafactory_tract.judge.loader import load_backend
+from llamafactory_tract.judge.prediction_loop import BatchPredictor, predict_resumable
 from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
-from llamafactory_tract.judge.predictors import PREDICTORS, JudgePredictor
+from llamafactory_tract.judge.predictors import JudgePredictor
 from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER
 
 logger = get_logger(__name__)
@@ -80,19 +82,17 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
         )
         for name, bench in config.benchmarks.items()
     }
-    store = PredictionStore(output_dir / PREDICTIONS_FILE, config.prediction_hash())
-    done = store.load()
-    pending = [(name, row) for name, rows in benchmarks.items() for row in rows if row_key(name, row) not in done]
-    total = sum(len(rows) for rows in benchmarks.values())
-    edited = len({(name, row.row) for name, row in pending} & {(key[0], key[1]) for key in done})
-    if edited:
-        logger.warning_rank0(f"{edited} rows changed (prompt or label) since they were predicted: predicting again.")
-    if pending:
-        logger.info_rank0(f"Predicting {len(pending)} of {total} rows ({total - len(pending)} found in {store.path}).")
-        done.update(_predict(config, pending, store))
-    else:
-        logger.info_rank0(f"All {total} rows already predicted in {store.path}; computing metrics only.")
-    return _report(config, benchmarks, done, output_dir)
+    rows = [(name, row) for name, rows in benchmarks.items() for row in rows]
+    records = predict_resumable(
+        rows,
+        key_of=lambda item: row_key(*item),
+        store=PredictionStore(output_dir / PREDICTIONS_FILE, config.prediction_hash()),
+        open_predictor=lambda: _open_predictor(config),
+        rows_per_batch=config.rows_per_batch(),
+        length_of=lambda item: len(item[1].instruction),
+        description=f"tract eval ({config.predictor})",
+    )
+    return _report(config, benchmarks, records, output_dir)
 
 
 def row_key(name: str, row: BenchmarkRow) -> RecordKey:
@@ -100,48 +100,33 @@ def row_key(name: str, row: BenchmarkRow) -> RecordKey:
     return name, row.row, input_hash({"instruction": row.instruction, "ground_truth": row.ground_truth})
 
 
-def _predict(
-    config: EvalConfig, pending: list[tuple[str, BenchmarkRow]], store: PredictionStore
-) -> dict[RecordKey, dict[str, Any]]:
-    spec = PREDICTORS[config.predictor]
-    backend = load_backend(config, with_cot=spec.uses_cot)
-    sampling = SamplingConfig(config.temperature, config.top_p, config.repetition_penalty, config.max_new_tokens)
-    predictor = JudgePredictor(
-        backend, config.predictor, sampling, config.n_cot, config.seed, config.renormalize_scores
-    )
-    rows_per_batch = max(1, config.batch_size // config.n_cot) if spec.uses_cot else config.batch_size
-    pending = sorted(pending, key=lambda item: -len(item[1].instruction))
-    records: dict[RecordKey, dict[str, Any]] = {}
+@contextmanager
+def _open_predictor(config: EvalConfig) -> Iterator[BatchPredictor]:
+    backend = load_backend(config, with_cot=config.uses_cot)
+    predictor = JudgePredictor.from_config(backend, config)
+
+    def predict(batch: list[tuple[str, BenchmarkRow]]) -> list[dict[str, Any]]:
+        prompts = [JudgePrompt.from_instruction(row.instruction) for _, row in batch]
+        predictions = predictor.predict(prompts, [f"{name}/{row.row}" for name, row in batch])
+        return [
+            {
+                "source_id": row.source_id,
+                "ground_truth": row.ground_truth,
+                "predictor": config.predictor,
+                "score": prediction.score,
+                "cot_scores": prediction.cot_scores,
+                "score_probs": prediction.score_probs,
+                "cots": prediction.cots,
+                "closed_by": prediction.closed_by,
+                "generated_tokens": prediction.generated_tokens,
+            }
+            for (_, row), prediction in zip(batch, predictions, strict=True)
+        ]
+
     try:
-        with tqdm(total=len(pending), desc=f"tract eval ({config.predictor})", unit="row") as progress:
-            for start in range(0, len(pending), rows_per_batch):
-                batch = pending[start : start + rows_per_batch]
-                keys = [f"{name}/{row.row}" for name, row in batch]
-                prompts = [JudgePrompt.from_instruction(row.instruction) for _, row in batch]
-                predictions = predictor.predict(prompts, keys)
-                new = [
-                    {
-                        "benchmark": name,
-                        "row": row.row,
-                        "input_hash": row_key(name, row)[2],
-                        "source_id": row.source_id,
-                        "ground_truth": row.ground_truth,
-                        "predictor": config.predictor,
-                        "score": prediction.score,
-                        "cot_scores": prediction.cot_scores,
-                        "score_probs": prediction.score_probs,
-                        "cots": prediction.cots,
-                        "closed_by": prediction.closed_by,
-                        "generated_tokens": prediction.generated_tokens,
-                    }
-                    for (name, row), prediction in zip(batch, predictions, strict=True)
-                ]
-                store.append(new)
-                records.update({row_key(name, row): record for (name, row), record in zip(batch, new, strict=True)})
-                progress.update(len(batch))
+        yield predict
     finally:
         backend.close()  # the engine and its device memory, before the caller moves on
-    return records
 
 
 def _report(

@@ -32,11 +32,12 @@ import yaml
 
 from llamafactory_tract.eval.evaluate import METRICS_JSON
 from llamafactory_tract.eval.metrics import AVERAGED, SYMBOLS
+from llamafactory_tract.extras.errors import TractUserError
 
 SETTING_FILES = ("{eval}.yaml", "stage2.yaml", "stage1.yaml")
 
 
-class ReportError(ValueError):
+class ReportError(TractUserError):
     """A run folder is not a finished evaluation, or lacks the setting to plot; the message names it."""
 
 

@@ -29,15 +29,16 @@ import csv
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from tqdm import tqdm
 
-from llamafactory_tract.data.aligned_rows import read_aligned_rows
+from llamafactory_tract.data.aligned_rows import one_turn_rows, read_aligned_rows
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.processor import check_single_cot_end
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
@@ -53,9 +54,10 @@ from llamafactory_tract.eval.intervals import (
 from llamafactory_tract.eval.metrics import INTERVAL_LABEL, format_interval
 from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.backend import JudgePrompt
 from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError, expand_user
 from llamafactory_tract.judge.loader import load_backend
+from llamafactory_tract.judge.prediction_loop import BatchPredictor, predict_resumable
 from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
 from llamafactory_tract.judge.predictors import JudgePredictor, expected_score
 
@@ -178,24 +180,22 @@ def load_training_examples(
             raise Table3Error(
                 f"rows.{name}: cannot read dataset '{dataset}' (dataset_dir {dataset_dir}): {error}"
             ) from None
-    examples, skipped = [], []
-    for example in rows:
-        origin = f"dataset '{example['tract_dataset']}' row {example['tract_row']}"
+    judge_rows, skipped = one_turn_rows(rows)
+    examples = []
+    for judge_row in judge_rows:
         try:
-            if len(example["_prompt"]) != 1 or len(example["_response"]) != 1:
-                raise InvalidJudgeResponse("expected a one-turn prompt with one response")
-            cot, score = score_format.split_response(example["_response"][0]["content"])
+            cot, score = score_format.split_response(judge_row.response)
             if not cot:
                 raise InvalidJudgeResponse("empty CoT")
             check_single_cot_end(cot, score_format.delimiter)
-            messages = example["_prompt"]
+            messages = judge_row.messages
             if rules.active:
                 messages = [*messages[:-1], {**messages[-1], "content": rules.apply(messages[-1]["content"]).text}]
         except InvalidJudgeResponse as error:
-            skipped.append(f"{origin}: {error}")
+            skipped.append(f"{judge_row.origin}: {error}")
             continue
-        prompt = JudgePrompt(messages=messages, system=example["_system"] or None)
-        examples.append(TrainingExample(example["tract_dataset"], example["tract_row"], prompt, cot, score))
+        prompt = JudgePrompt(messages=messages, system=judge_row.system)
+        examples.append(TrainingExample(judge_row.dataset, judge_row.row, prompt, cot, score))
     return examples, skipped
 
 
@@ -219,45 +219,48 @@ def _register_file(name: str, path: Path, scratch: Path) -> tuple[str, str]:
 def predict_row(
     judge: JudgeConfig, examples: list[TrainingExample], store: PredictionStore, title: str
 ) -> dict[RecordKey, dict[str, Any]]:
-    """ŷ(s*) and ŷ(ŝ) for each example, appended to ``store`` per batch; one backend for both."""
+    """ŷ(s*) and ŷ(ŝ) for each example not in ``store`` yet, appended per batch; one backend for both."""
+    return predict_resumable(
+        examples,
+        key_of=lambda example: example.key,
+        store=store,
+        open_predictor=lambda: _open_predictor(judge),
+        rows_per_batch=judge.rows_per_batch(),
+        length_of=lambda example: len(example.prompt.messages[0]["content"]),
+        description=f"Table 3 ({title})",
+    )
+
+
+@contextmanager
+def _open_predictor(judge: JudgeConfig) -> Iterator[BatchPredictor]:
     backend = load_backend(judge, with_cot=True)
-    sampling = SamplingConfig(judge.temperature, judge.top_p, judge.repetition_penalty, judge.max_new_tokens)
-    predictor = JudgePredictor(backend, "cot_rail", sampling, judge.n_cot, judge.seed, judge.renormalize_scores)
+    predictor = JudgePredictor.from_config(backend, judge)
     literals, values = list(judge.score_values), backend.score_tokens.numeric_values
-    rows_per_batch = max(1, judge.batch_size // judge.n_cot)
-    pending = sorted(examples, key=lambda example: -len(example.prompt.messages[0]["content"]))
-    records: dict[RecordKey, dict[str, Any]] = {}
+
+    def predict(batch: list[TrainingExample]) -> list[dict[str, Any]]:
+        prompts = [example.prompt for example in batch]
+        sampled = predictor.predict(prompts, [f"{example.dataset}/{example.row}" for example in batch])
+        forced = backend.score_cots(prompts, [example.cot for example in batch])
+        return [
+            {
+                "ground_truth": float(example.score),
+                "train_cot": example.cot,
+                "train_cot_score": expected_score(probs, values, judge.renormalize_scores),
+                "train_cot_probs": dict(zip(literals, probs, strict=True)),
+                "self_cot_score": prediction.score,
+                "self_cot_scores": prediction.cot_scores,
+                "self_cot_probs": prediction.score_probs,
+                "self_cots": prediction.cots,
+                "closed_by": prediction.closed_by,
+                "generated_tokens": prediction.generated_tokens,
+            }
+            for example, prediction, probs in zip(batch, sampled, forced, strict=True)
+        ]
+
     try:
-        with tqdm(total=len(pending), desc=f"Table 3 ({title})", unit="row") as progress:
-            for start in range(0, len(pending), rows_per_batch):
-                batch = pending[start : start + rows_per_batch]
-                prompts = [example.prompt for example in batch]
-                sampled = predictor.predict(prompts, [f"{example.dataset}/{example.row}" for example in batch])
-                forced = backend.score_cots(prompts, [example.cot for example in batch])
-                new = [
-                    {
-                        "benchmark": example.dataset,
-                        "row": example.row,
-                        "input_hash": example.key[2],
-                        "ground_truth": float(example.score),
-                        "train_cot": example.cot,
-                        "train_cot_score": expected_score(probs, values, judge.renormalize_scores),
-                        "train_cot_probs": dict(zip(literals, probs, strict=True)),
-                        "self_cot_score": prediction.score,
-                        "self_cot_scores": prediction.cot_scores,
-                        "self_cot_probs": prediction.score_probs,
-                        "self_cots": prediction.cots,
-                        "closed_by": prediction.closed_by,
-                        "generated_tokens": prediction.generated_tokens,
-                    }
-                    for example, prediction, probs in zip(batch, sampled, forced, strict=True)
-                ]
-                store.append(new)
-                records.update({example.key: record for example, record in zip(batch, new, strict=True)})
-                progress.update(len(batch))
+        yield predict
     finally:
         backend.close()
-    return records
 
 
 @dataclass
@@ -323,14 +326,8 @@ def run_table3(config: Table3Config) -> list[Table3Line]:
     lines = []
     for name, (examples, skipped) in data.items():
         store = PredictionStore(output_dir / name / PREDICTIONS_FILE, judges[name].prediction_hash())
-        done = store.load()
-        pending = [example for example in examples if example.key not in done]
-        if pending:
-            logger.info_rank0(f"Table 3 row {name}: predicting {len(pending)} of {len(examples)} rows.")
-            done.update(predict_row(judges[name], pending, store, name))
-        else:
-            logger.info_rank0(f"Table 3 row {name}: all {len(examples)} rows found in {store.path}.")
-        lines.append(table3_line(name, config.rows[name], [done[example.key] for example in examples], skipped))
+        records = predict_row(judges[name], examples, store, name)
+        lines.append(table3_line(name, config.rows[name], [records[example.key] for example in examples], skipped))
     write_table3(lines, output_dir)
     return lines
 

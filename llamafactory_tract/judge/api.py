@@ -48,10 +48,10 @@ import numpy as np
 from tqdm import tqdm
 
 from llamafactory_tract.data.authors_rules import PromptSectionMissing
-from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt
 from llamafactory_tract.judge.config import JudgeConfig, build_judge_config
 from llamafactory_tract.judge.loader import load_backend
-from llamafactory_tract.judge.predictors import PREDICTORS, JudgePrediction, JudgePredictor
+from llamafactory_tract.judge.predictors import JudgePrediction, JudgePredictor
 from llamafactory_tract.judge.prompts import Rubric, absolute_prompt
 
 EXPECTED_SCORE_PREDICTORS = ("cot_rail", "rail")
@@ -96,16 +96,13 @@ class TractJudge:
         _check_predictor(config)
         self.backend = backend
         self.config = config
-        self.sampling = SamplingConfig(
-            config.temperature, config.top_p, config.repetition_penalty, config.max_new_tokens
-        )
         self.values = backend.score_tokens.numeric_values
 
     @classmethod
     def from_config(cls, config: JudgeConfig) -> "TractJudge":
         """Load the model of a ``JudgeConfig`` (transformers, or vLLM with ``backend: vllm``)."""
         _check_predictor(config)
-        return cls(load_backend(config, with_cot=PREDICTORS[config.predictor].uses_cot), config)
+        return cls(load_backend(config, with_cot=config.uses_cot), config)
 
     @classmethod
     def from_pretrained(
@@ -124,14 +121,6 @@ class TractJudge:
     def close(self) -> None:
         """Release the engine (vLLM's engine processes hold memory until closed)."""
         self.backend.close()
-
-    def rows_per_batch(self, n_cot: int) -> int:
-        """Rows per model batch: ``batch_size`` counts sequences, and each row samples ``n_cot`` of them."""
-        return max(1, self.config.batch_size // n_cot) if self.uses_cot else self.config.batch_size
-
-    @property
-    def uses_cot(self) -> bool:
-        return PREDICTORS[self.config.predictor].uses_cot
 
     def absolute_grade(
         self,
@@ -201,11 +190,9 @@ class TractJudge:
                 seen.append(self.judge_prompt(prompt))
             except ValueError as error:
                 raise ValueError(f"Prompt {index}: {error}") from None
-        predictor = JudgePredictor(
-            self.backend, self.config.predictor, self.sampling, n_cot, seed, self.config.renormalize_scores
-        )
+        predictor = JudgePredictor.from_config(self.backend, self.config, n_cot, seed)
         order = sorted(range(len(prompts)), key=lambda index: -len(prompts[index]))
-        step = self.rows_per_batch(n_cot)
+        step = self.config.rows_per_batch(n_cot)
         grades: list[Grade | None] = [None] * len(prompts)
         with tqdm(total=len(prompts), desc="tract judge", unit="row", disable=not use_tqdm) as progress:
             for start in range(0, len(order), step):

@@ -40,6 +40,8 @@ from llamafactory_tract.extras.config_files import (
 )
 from llamafactory_tract.extras.constants import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES
 from llamafactory_tract.extras.fingerprint import digest, fingerprint_path
+from llamafactory_tract.judge.backend import SamplingConfig
+from llamafactory_tract.judge.predictors import PREDICTORS
 
 
 class JudgeConfigError(TractConfigError):
@@ -153,6 +155,18 @@ class JudgeConfig(BaseModel):
     @property
     def score_format(self) -> ScoreFormat:
         return ScoreFormat(delimiter=self.score_delimiter, values=tuple(self.score_values))
+
+    @property
+    def uses_cot(self) -> bool:
+        return PREDICTORS[self.predictor].uses_cot
+
+    def sampling_config(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_p, self.repetition_penalty, self.max_new_tokens)
+
+    def rows_per_batch(self, n_cot: int | None = None) -> int:
+        """Rows per model batch: ``batch_size`` counts sequences, and each row samples ``n_cot`` of them."""
+        n_cot = self.n_cot if n_cot is None else n_cot
+        return max(1, self.batch_size // n_cot) if self.uses_cot else self.batch_size
 
     def judge_only(self) -> "JudgeConfig":
         """The judge keys alone, without a command's own keys (what a backend or a prediction key needs)."""

@@ -33,12 +33,13 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
-from tqdm import tqdm
 
 from llamafactory_tract.data.authors_rules import PromptSectionMissing
 from llamafactory_tract.extras.jsonl import parse_json_list
@@ -47,6 +48,7 @@ from llamafactory_tract.extras.paths import check_creatable_dir
 from llamafactory_tract.extras.text_files import read_utf8
 from llamafactory_tract.judge.api import TractJudge, prompt_key
 from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError, load_command_config
+from llamafactory_tract.judge.prediction_loop import BatchPredictor, predict_resumable
 from llamafactory_tract.judge.prediction_store import PredictionStore
 from llamafactory_tract.judge.prompts import RUBRIC_KEYS, InvalidRubric, absolute_prompt, format_rubric
 
@@ -148,24 +150,16 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
         logger.warning_rank0(f"Skipping {len(skipped)} of {len(records)} rows: {_describe(skipped)}")
     output = Path(config.output)
     progress_path = output.with_name(output.name + ".progress.jsonl")
-    store = PredictionStore(progress_path, judge_config.prediction_hash())
-    done = {
-        row: record
-        for (_, row, content), record in store.load().items()
-        if row in prompts and content == prompt_key(prompts[row])
-    }
-    pending = [row for row in prompts if row not in done]
-    if pending:
-        found = len(prompts) - len(pending)
-        logger.info_rank0(f"Grading {len(pending)} of {len(prompts)} rows ({found} found in {store.path}).")
-        judge = TractJudge.from_config(judge_config)
-        try:
-            done.update(_grade(judge, prompts, pending, store))
-        finally:
-            judge.close()
-    else:
-        logger.info_rank0(f"All {len(prompts)} rows already graded in {store.path}; writing {output}.")
-    graded = [done[row] for row in sorted(prompts)]
+    done = predict_resumable(
+        list(prompts),
+        key_of=lambda row: (STORE_NAME, row, prompt_key(prompts[row])),
+        store=PredictionStore(progress_path, judge_config.prediction_hash()),
+        open_predictor=lambda: _open_grader(judge_config, prompts),
+        rows_per_batch=judge_config.rows_per_batch(),
+        length_of=lambda row: len(prompts[row]),
+        description="tract judge",
+    )
+    graded = list(done.values())  # in row order
     write_grades(output, graded, records, config.keep_columns)
     scores = [record["score"] for record in graded]
     return GradeFileReport(
@@ -178,24 +172,13 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
     )
 
 
-def _grade(
-    judge: TractJudge, prompts: dict[int, str], pending: list[int], store: PredictionStore
-) -> dict[int, dict[str, Any]]:
-    pending = sorted(pending, key=lambda row: -len(prompts[row]))
-    step = judge.rows_per_batch(judge.config.n_cot)
-    graded: dict[int, dict[str, Any]] = {}
-    with tqdm(total=len(pending), desc="tract judge", unit="row") as progress:
-        for start in range(0, len(pending), step):
-            batch = pending[start : start + step]
-            grades = judge.grade_prompts([prompts[row] for row in batch])
-            new = [
-                {"benchmark": STORE_NAME, "row": row, "input_hash": grade.key, **grade.to_dict()}
-                for row, grade in zip(batch, grades, strict=True)
-            ]
-            store.append(new)
-            graded.update({record["row"]: record for record in new})
-            progress.update(len(batch))
-    return graded
+@contextmanager
+def _open_grader(config: JudgeConfig, prompts: dict[int, str]) -> Iterator[BatchPredictor]:
+    judge = TractJudge.from_config(config)
+    try:
+        yield lambda rows: [grade.to_dict() for grade in judge.grade_prompts([prompts[row] for row in rows])]
+    finally:
+        judge.close()
 
 
 def read_records(config: GradeFileConfig) -> list[Any]:

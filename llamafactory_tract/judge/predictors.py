@@ -28,10 +28,14 @@ token-level ``temperature`` sharpens it as in sampling, ``top_p`` is not applied
 
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt, SamplingConfig
+
+if TYPE_CHECKING:
+    from llamafactory_tract.judge.config import JudgeConfig
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,20 @@ class JudgePredictor:
         self.renormalize = renormalize
         self.literals = list(backend.score_tokens.score_format.values)
         self.values = backend.score_tokens.numeric_values
+
+    @classmethod
+    def from_config(
+        cls, backend: JudgeBackend, config: "JudgeConfig", n_cot: int | None = None, seed: int | None = None
+    ) -> "JudgePredictor":
+        """The predictor a judge config names; ``n_cot``/``seed`` default to the config's."""
+        return cls(
+            backend,
+            config.predictor,
+            config.sampling_config(),
+            config.n_cot if n_cot is None else n_cot,
+            config.seed if seed is None else seed,
+            config.renormalize_scores,
+        )
 
     def predict(self, prompts: list[JudgePrompt], keys: list[str]) -> list[JudgePrediction]:
         """Predictions for a batch; ``keys`` identify the examples (they seed sampling)."""

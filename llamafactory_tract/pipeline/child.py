@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.extras.logging import get_logger
 
 logger = get_logger(__name__)
@@ -38,7 +39,7 @@ TERMINATE_GRACE_S = 30.0
 PR_SET_PDEATHSIG = 1
 
 
-class PipelineStepError(RuntimeError):
+class PipelineStepError(TractUserError):
     """A step's child process failed; its own output above says why."""
 
 

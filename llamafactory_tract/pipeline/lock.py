@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from llamafactory_tract.extras.errors import TractUserError
 from llamafactory_tract.extras.logging import get_logger
 
 logger = get_logger(__name__)
@@ -38,7 +39,7 @@ LOCK_SUFFIX = ".lock"
 BEING_WRITTEN_S = 10.0  # an unreadable lock younger than this is being written, not stale
 
 
-class PipelineLockedError(RuntimeError):
+class PipelineLockedError(TractUserError):
     """Another live pipeline holds a folder this one would write."""
 
 

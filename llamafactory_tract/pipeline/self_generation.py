@@ -29,23 +29,25 @@ written for. ``score_only_prompt`` is refused: it is the prompt of judges that w
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm import tqdm
 
-from llamafactory_tract.data.aligned_rows import read_aligned_rows
+from llamafactory_tract.data.aligned_rows import one_turn_rows, read_aligned_rows
 from llamafactory_tract.data.authors_rules import AuthorsPromptRules
 from llamafactory_tract.data.score_format import InvalidJudgeResponse, ScoreFormat
 from llamafactory_tract.extras.config_files import merge, parse_overrides, read_yaml, to_plain, validate
 from llamafactory_tract.extras.fingerprint import digest
 from llamafactory_tract.extras.jsonl import write_jsonl
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.judge.backend import JudgePrompt, SamplingConfig
+from llamafactory_tract.judge.backend import JudgePrompt
 from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError, build_judge_config
 from llamafactory_tract.judge.loader import load_backend
+from llamafactory_tract.judge.prediction_loop import BatchPredictor, predict_resumable
 from llamafactory_tract.judge.prediction_store import PredictionStore, RecordKey, input_hash
 from llamafactory_tract.judge.predictors import example_seed
 from llamafactory_tract.judge.score_context import CLOSED_BY_DELIMITER
@@ -106,23 +108,21 @@ def load_training_inputs(
     """
     rows = read_aligned_rows(dataset, dataset_dir, limit, output_dir="saves/.self_generation")
     rules = AuthorsPromptRules(remove_reference=remove_reference)
-    inputs, skipped, without_reference = [], [], 0
-    for example in rows:
-        origin = f"dataset '{example['tract_dataset']}' row {example['tract_row']}"
+    judge_rows, skipped = one_turn_rows(rows)
+    inputs, without_reference = [], 0
+    for judge_row in judge_rows:
         try:
-            if len(example["_prompt"]) != 1 or len(example["_response"]) != 1:
-                raise InvalidJudgeResponse("expected a one-turn prompt with one response")
-            _, score = score_format.split_response(example["_response"][0]["content"])
-            messages = example["_prompt"]
+            _, score = score_format.split_response(judge_row.response)
+            messages = judge_row.messages
             if rules.active:
                 rewrite = rules.apply(messages[0]["content"])
                 messages = [{**messages[0], "content": rewrite.text}]
                 without_reference += not rewrite.reference_removed
         except InvalidJudgeResponse as error:
-            skipped.append(f"{origin}: {error}")
+            skipped.append(f"{judge_row.origin}: {error}")
             continue
-        prompt = JudgePrompt(messages=messages, system=example["_system"] or None)
-        inputs.append(TrainingInput(example["tract_dataset"], example["tract_row"], prompt, score))
+        prompt = JudgePrompt(messages=messages, system=judge_row.system)
+        inputs.append(TrainingInput(judge_row.dataset, judge_row.row, prompt, score))
     if rules.active:
         logger.info_rank0(
             f"D_self: removed the reference answer from {len(inputs) - without_reference} of {len(inputs)} "
@@ -139,35 +139,32 @@ def shard_of(inputs: list[TrainingInput], shard_index: int, num_shards: int) -> 
 
 def generate_self_cots(config: JudgeConfig, inputs: list[TrainingInput], store_path: Path) -> None:
     """Sample one CoT per input into the resumable store; rows already stored are not regenerated."""
-    store = PredictionStore(store_path, config.prediction_hash())
-    done = store.load()
-    pending = [item for item in inputs if item.key not in done]
-    if not pending:
-        logger.info_rank0(f"D_self: all {len(inputs)} rows already generated in {store_path}.")
-        return
-    logger.info_rank0(f"D_self: {len(inputs) - len(pending)} rows already in {store_path}, generating {len(pending)}.")
+    predict_resumable(
+        inputs,
+        key_of=lambda item: item.key,
+        store=PredictionStore(store_path, config.prediction_hash()),
+        open_predictor=lambda: _open_sampler(config),
+        rows_per_batch=config.batch_size,
+        length_of=lambda item: len(item.prompt.messages[0]["content"]),
+        description="D_self",
+    )
+
+
+@contextmanager
+def _open_sampler(config: JudgeConfig) -> Iterator[BatchPredictor]:
     backend = load_backend(config, with_cot=True)
-    sampling = SamplingConfig(config.temperature, config.top_p, config.repetition_penalty, config.max_new_tokens)
+    sampling = config.sampling_config()
+
+    def sample(batch: list[TrainingInput]) -> list[dict[str, Any]]:
+        seeds = [example_seed(config.seed, f"{item.dataset}/{item.row}") for item in batch]
+        samples = backend.sample_cots([item.prompt for item in batch], sampling, seeds, with_scores=False)
+        return [
+            {"cot": sample.cot.strip(), "closed_by": sample.closed_by, "generated_tokens": sample.generated_tokens}
+            for sample in samples
+        ]
+
     try:
-        with tqdm(total=len(pending), desc="Generating D_self CoTs") as progress:
-            for start in range(0, len(pending), config.batch_size):
-                batch = pending[start : start + config.batch_size]
-                seeds = [example_seed(config.seed, f"{item.dataset}/{item.row}") for item in batch]
-                samples = backend.sample_cots([item.prompt for item in batch], sampling, seeds, with_scores=False)
-                store.append(
-                    [
-                        {
-                            "benchmark": item.dataset,
-                            "row": item.row,
-                            "input_hash": item.key[2],
-                            "cot": sample.cot.strip(),
-                            "closed_by": sample.closed_by,
-                            "generated_tokens": sample.generated_tokens,
-                        }
-                        for item, sample in zip(batch, samples, strict=True)
-                    ]
-                )
-                progress.update(len(batch))
+        yield sample
     finally:
         backend.close()  # the engine and its device memory, before D_self is finalised
 

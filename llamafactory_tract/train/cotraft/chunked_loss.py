@@ -26,7 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from llamafactory_tract.extras.constants import DEFAULT_CHUNK_SIZE
-from llamafactory_tract.train.cotraft.loss import IGNORE_INDEX, CoTRaftLoss, expected_scores_from_logits, upcast_half
+from llamafactory_tract.train.cotraft.loss import (
+    IGNORE_INDEX,
+    CoTRaftLoss,
+    combine_terms,
+    expected_scores_from_logits,
+    upcast_half,
+)
 
 
 def _accumulation_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -130,7 +136,4 @@ def chunked_cotraft_loss(
     score_hidden = hidden_states[rows, (score_index - 1).clamp(min=0)]  # [B, H] or, packed, [B, K, H]
     score_logits = F.linear(score_hidden, lm_head_weight, lm_head_bias)
     expected = expected_scores_from_logits(score_logits, score_token_ids, score_values)
-    squared_error = (expected - score_target.to(expected.dtype)).square()
-    squared_error_sum = torch.where(score_index > 0, squared_error, torch.zeros_like(squared_error)).sum()
-    loss = ce_sum / ce_normalizer + raft_lambda * squared_error_sum / raft_normalizer
-    return CoTRaftLoss(loss, ce_sum, squared_error_sum, expected.detach())
+    return combine_terms(ce_sum, expected, score_index, score_target, raft_lambda, ce_normalizer, raft_normalizer)

@@ -109,6 +109,20 @@ def cotraft_loss(
     ce_sum = -torch.where(labelled, picked[: positions.numel()], torch.zeros_like(picked[:1])).sum()
     score_probs = picked[positions.numel() :].view(score_rows.numel(), -1).exp()
     expected = (score_probs @ score_values.to(score_probs.dtype)).view(score_index.shape)
+    return combine_terms(ce_sum, expected, score_index, score_target, raft_lambda, ce_normalizer, raft_normalizer)
+
+
+def combine_terms(
+    ce_sum: torch.Tensor,
+    expected: torch.Tensor,
+    score_index: torch.Tensor,
+    score_target: torch.Tensor,
+    raft_lambda: float,
+    ce_normalizer: torch.Tensor | float,
+    raft_normalizer: torch.Tensor | float,
+) -> CoTRaftLoss:
+    """Eq. 4 from its parts, for both the full-logit and the chunked loss: the squared error of the scored
+    rows (``score_index`` > 0) and the two sums, each over its effective-batch count."""
     squared_error = (expected - score_target.to(expected.dtype)).square()
     squared_error_sum = torch.where(score_index > 0, squared_error, torch.zeros_like(squared_error)).sum()
     loss = ce_sum / ce_normalizer + raft_lambda * squared_error_sum / raft_normalizer
