@@ -52,13 +52,14 @@ def _add_eval(parser: argparse.ArgumentParser) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from llamafactory_tract.eval.config import load_eval_config
-    from llamafactory_tract.eval.evaluate import describe_forced_cots, run_evaluation
+    from llamafactory_tract.eval.evaluate import describe_forced_cots, run_evaluation, score_definition
     from llamafactory_tract.extras.paths import check_creatable_dir
 
     config = load_eval_config(args.config, args.overrides)
     check_creatable_dir(config.output_dir, "output_dir")
     report = run_evaluation(config)
     print(report.table)
+    print(score_definition(config))
     forced = describe_forced_cots(report.closed_by)
     if forced:
         print(forced)

@@ -137,5 +137,5 @@ def has_delimiter(response: str, delimiter: str) -> bool:
 
 
 def prompt_rules_of(data_args: "TractDataArguments") -> AuthorsPromptRules:
-    """The rules the training keys ``cotraft_score_only_prompt`` / ``cotraft_remove_reference`` switch on."""
-    return AuthorsPromptRules(data_args.cotraft_score_only_prompt, data_args.cotraft_remove_reference)
+    """The rules the training keys ``score_only_prompt`` / ``remove_reference`` switch on."""
+    return AuthorsPromptRules(data_args.score_only_prompt, data_args.remove_reference)

@@ -84,20 +84,19 @@ def describe_authors_rules(dataset: "Dataset", split: str, data_args: "TractData
     total = len(dataset)
     origins = list(zip(dataset[ORIGIN_DATASET_COLUMN], dataset[ORIGIN_ROW_COLUMN], strict=True))
     lines = []
-    if data_args.cotraft_score_only_prompt:
+    if data_args.score_only_prompt:
         rewritten = sum(dataset[PROMPT_REWRITTEN_COLUMN])
         rest = f"; the other {total - rewritten} are invalid rows, reported below" if rewritten < total else ""
         lines.append(
-            f"Rewrote {rewritten} of {total} {split} prompts to the no-feedback form "
-            f"(cotraft_score_only_prompt){rest}."
+            f"Rewrote {rewritten} of {total} {split} prompts to the no-feedback form (score_only_prompt){rest}."
         )
-    if data_args.cotraft_remove_reference:
+    if data_args.remove_reference:
         outcomes = dataset[REFERENCE_COLUMN]
         absent = [origin for origin, outcome in zip(origins, outcomes, strict=True) if outcome == REFERENCE_ABSENT]
         not_reached = outcomes.count(REFERENCE_NOT_APPLIED)
         lines.append(
             f"Removed the reference answer from {outcomes.count(REFERENCE_REMOVED)} of {total} {split} prompts "
-            f"(cotraft_remove_reference); {len(absent)} had none and are kept as they are"
+            f"(remove_reference); {len(absent)} had none and are kept as they are"
             + (f" (first: {first_rows(absent)})" if absent else "")
             + (f"; {not_reached} are invalid rows, reported below." if not_reached else ".")
         )

@@ -165,6 +165,16 @@ def _report(
     return report
 
 
+def score_definition(config: EvalConfig) -> str:
+    """What the evaluated scores are: the paper's Eq. 3 unless ``renormalize_scores`` (``judge/grade.py``)."""
+    if config.renormalize_scores:
+        return "Scores: expected score renormalised over the score tokens (renormalize_scores: true)."
+    return (
+        "Scores: the paper's expected score (Eq. 3), sum_y y * p(y) under the full-vocabulary softmax, not "
+        "renormalised (tract judge/serve and the API report it as score_unnormalized beside a score on the scale)."
+    )
+
+
 def describe_forced_cots(closed_by: dict[str, dict[str, int]]) -> str:
     """One line per benchmark: how many CoTs did not end with the delimiter and were closed by force."""
     lines = []
@@ -193,6 +203,7 @@ def _write_metrics(config: EvalConfig, report: EvalReport, details: dict[str, di
             for name, by_metric in report.intervals.items()
         },
         "interval_method": f"{int(CONFIDENCE * 100)}% {METHOD}",
+        "score_definition": score_definition(config),
         "benchmark_rows": details,
         "cot_closed_by": report.closed_by,
     }

@@ -168,7 +168,7 @@ def load_training_examples(
 
     Skipped, as training drops them: a response without a valid score, an empty CoT, or a CoT that
     already contains the delimiter or ``[RESULT]``. ``rules`` (``remove_reference``) rewrite the prompt
-    as ``cotraft_remove_reference`` did in training; a prompt without a reference is kept as it is.
+    as that key did in training; a prompt without a reference is kept as it is.
     """
     with tempfile.TemporaryDirectory() as scratch:
         dataset, dataset_dir = row.dataset, row.dataset_dir

@@ -38,7 +38,10 @@ class TractDataArguments(DataArguments):
     )
     score_values: str = field(
         default=",".join(DEFAULT_SCORE_VALUES),
-        metadata={"help": "[cotraft] Comma-separated score values; each must be a single token after the delimiter."},
+        metadata={
+            "help": "[cotraft] Score values, comma-separated (`1,2,3,4,5`) or a YAML list; each must be a single "
+            "token after the delimiter."
+        },
     )
     cotraft_drop_cot: bool = field(
         default=False,
@@ -63,19 +66,20 @@ class TractDataArguments(DataArguments):
         },
     )
 
-    cotraft_score_only_prompt: bool = field(
+    score_only_prompt: bool = field(
         default=False,
         metadata={
             "help": "[cotraft] The TRACT authors' rule for score-only rows (needs cotraft_drop_cot): rewrite each "
             "judge prompt to their no-feedback prompt (score only, ends '###Score (an integer from 1 to 5):'). "
-            "Off: the paper's one judge prompt for every row. Evaluate with `score_only_prompt: true`."
+            "Off: the paper's one judge prompt for every row. The judge takes the same key (from the adapter's card)."
         },
     )
-    cotraft_remove_reference: bool = field(
+    remove_reference: bool = field(
         default=False,
         metadata={
             "help": "[cotraft] The TRACT authors' `--remove`: cut the reference-answer section out of each judge "
-            "prompt (prompts without one are kept and counted). Evaluate with `remove_reference: true`."
+            "prompt (prompts without one are kept and counted). The judge takes the same key (from the adapter's "
+            "card)."
         },
     )
     cotraft_require_delimiter: bool = field(
@@ -91,11 +95,11 @@ class TractDataArguments(DataArguments):
         super().__post_init__()
         if not 0.0 <= self.cotraft_min_prompt_share <= 1.0:
             raise TractUserError(f"`cotraft_min_prompt_share` must be in [0, 1], got {self.cotraft_min_prompt_share}.")
-        if self.cotraft_score_only_prompt and not self.cotraft_drop_cot:
+        if self.score_only_prompt and not self.cotraft_drop_cot:
             raise TractUserError(
-                "`cotraft_score_only_prompt` rewrites the judge prompt to the TRACT authors' score-only prompt "
+                "`score_only_prompt` rewrites the judge prompt to the TRACT authors' score-only prompt "
                 "('do not generate ... explanations'), which contradicts training on a CoT: set "
-                "`cotraft_drop_cot: true` (Table 2 B.1, B.4) or unset `cotraft_score_only_prompt`."
+                "`cotraft_drop_cot: true` (Table 2 B.1, B.4) or unset `score_only_prompt`."
             )
         if self.cotraft_require_delimiter and self.cotraft_drop_cot:
             raise TractUserError(

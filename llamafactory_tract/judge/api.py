@@ -41,39 +41,19 @@ take another token where two are nearly tied.
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from llamafactory_tract.data.authors_rules import PromptSectionMissing
 from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt
 from llamafactory_tract.judge.config import JudgeConfig, build_judge_config
+from llamafactory_tract.judge.grade import Grade, grade_on_scale
 from llamafactory_tract.judge.loader import load_backend
-from llamafactory_tract.judge.predictors import JudgePrediction, JudgePredictor
+from llamafactory_tract.judge.predictors import JudgePredictor
 from llamafactory_tract.judge.prompts import Rubric, absolute_prompt
 
 EXPECTED_SCORE_PREDICTORS = ("cot_rail", "rail")
-
-
-@dataclass
-class Grade:
-    """One graded row; the lists have one entry per CoT (one entry without CoT for ``rail``)."""
-
-    score: float
-    """Expected score: the mean over CoTs of sum_y y * p(y | prompt, CoT)."""
-    decoded_score: float
-    """The mean over CoTs of the most probable score value (what greedy decoding of the score would give)."""
-    cot_scores: list[float]
-    score_probs: list[dict[str, float]]
-    cots: list[str]
-    closed_by: list[str]
-    key: str
-    """Content key of the prompt; it seeds the row's sampling."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _check_predictor(config: JudgeConfig) -> None:
@@ -200,18 +180,6 @@ class TractJudge:
                 keys = [prompt_key(prompts[index]) for index in batch]
                 judge_prompts = [JudgePrompt.from_instruction(seen[index]) for index in batch]
                 for index, key, prediction in zip(batch, keys, predictor.predict(judge_prompts, keys), strict=True):
-                    grades[index] = self._grade(prediction, key)
+                    grades[index] = grade_on_scale(prediction, self.values, key, self.config.min_score_mass)
                 progress.update(len(batch))
         return grades
-
-    def _grade(self, prediction: JudgePrediction, key: str) -> Grade:
-        decoded = [self.values[int(np.argmax(list(probs.values())))] for probs in prediction.score_probs]
-        return Grade(
-            score=prediction.score,
-            decoded_score=float(np.mean(decoded)),
-            cot_scores=prediction.cot_scores,
-            score_probs=prediction.score_probs,
-            cots=prediction.cots,
-            closed_by=prediction.closed_by,
-            key=key,
-        )

@@ -40,7 +40,9 @@ from llamafactory_tract.extras.config_files import (
 )
 from llamafactory_tract.extras.constants import DEFAULT_DELIMITER, DEFAULT_SCORE_VALUES
 from llamafactory_tract.extras.fingerprint import digest, fingerprint_path
+from llamafactory_tract.hparams.deprecated_keys import rename_deprecated_keys
 from llamafactory_tract.judge.backend import SamplingConfig
+from llamafactory_tract.judge.grade import DEFAULT_MIN_SCORE_MASS
 from llamafactory_tract.judge.predictors import PREDICTORS
 
 
@@ -49,7 +51,7 @@ class JudgeConfigError(TractConfigError):
 
 
 # Settings that never change a prediction: excluded from the prediction key.
-PREDICTION_NEUTRAL_KEYS = ("batch_size", "vllm_gpu_util")
+PREDICTION_NEUTRAL_KEYS = ("batch_size", "vllm_gpu_util", "min_score_mass")
 # Switches added after prediction stores existed: keyed only when on, so stores written before them stay valid.
 KEYED_WHEN_ON = ("score_only_prompt", "remove_reference", "vllm_batch_invariant")
 # Keys an adapter's judge card supplies when the config leaves them out.
@@ -77,11 +79,16 @@ class JudgeConfig(BaseModel):
     score_delimiter: str = DEFAULT_DELIMITER
     score_values: list[str] = Field(default_factory=lambda: list(DEFAULT_SCORE_VALUES))
     renormalize_scores: bool = False
+    """``tract eval`` and Table 3 only: divide the expected score by the score tokens' mass. Off: the paper's
+    Eq. 3. The judge's grades (API, ``tract judge``, ``tract serve``) are always on the scale, with the
+    paper's number beside them (``judge/grade.py``)."""
+    min_score_mass: float = Field(default=DEFAULT_MIN_SCORE_MASS, ge=0, le=1)
+    """A grade whose score tokens hold less of the model's mass than this is flagged ``low_score_mass``."""
     cot_end_markers: list[str] = Field(default_factory=lambda: ["[RESULT]"])
     score_only_prompt: bool = False
-    """The TRACT authors' no-feedback prompt for score-only judges (training key ``cotraft_score_only_prompt``)."""
+    """The TRACT authors' no-feedback prompt for score-only judges (the training key of the same name)."""
     remove_reference: bool = False
-    """Cut the reference answer out of each prompt, as the authors' ``--remove`` (``cotraft_remove_reference``)."""
+    """Cut the reference answer out of each prompt, as the authors' ``--remove`` (training has the same key)."""
     max_prompt_len: int | None = Field(default=None, ge=1)
     vllm_gpu_util: float = Field(default=0.9, gt=0, le=1)
     vllm_maxlen: int = Field(default=4096, ge=1)
@@ -98,7 +105,9 @@ class JudgeConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _card_defaults(cls, data: Any) -> Any:
-        """Keys left out are taken from the adapter's judge card (what it was trained with)."""
+        """Keys left out are taken from the adapter's judge card (what it was trained with); old key names renamed."""
+        if isinstance(data, dict):
+            data = rename_deprecated_keys(data)
         card = _adapter_card(data.get("adapter_name_or_path")) if isinstance(data, dict) else None
         if card is None:
             return data

@@ -55,7 +55,19 @@ from llamafactory_tract.judge.prompts import RUBRIC_KEYS, InvalidRubric, absolut
 logger = get_logger(__name__)
 
 FIELDS = ("instruction", "response", "reference_answer", "rubric", *RUBRIC_KEYS)
-OUTPUT_FIELDS = ("row", "score", "decoded_score", "cot_scores", "score_probs", "cots", "closed_by")
+OUTPUT_FIELDS = (
+    "row",
+    "score",
+    "score_unnormalized",
+    "score_mass",
+    "low_score_mass",
+    "decoded_score",
+    "cot_scores",
+    "score_probs",
+    "score_masses",
+    "cots",
+    "closed_by",
+)
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
 LOCAL_SUFFIXES = (".csv", ".json", ".jsonl")
 STORE_NAME = "judge"
@@ -121,6 +133,8 @@ class GradeFileReport:
     progress: Path
     closed_by: dict[str, int]
     mean_score: float | None
+    low_mass_rows: list[int]
+    min_score_mass: float
 
     def summary(self) -> str:
         lines = [f"Graded {self.graded} rows -> {self.output} (per-batch progress in {self.progress})."]
@@ -130,6 +144,13 @@ class GradeFileReport:
         if forced:
             detail = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.closed_by.items()))
             lines.append(f"{forced} CoTs were closed without the delimiter ({detail}).")
+        if self.low_mass_rows:
+            more = " ..." if len(self.low_mass_rows) > MAX_REPORTED_ROWS else ""
+            shown = ", ".join(map(str, self.low_mass_rows[:MAX_REPORTED_ROWS])) + more
+            lines.append(
+                f"{len(self.low_mass_rows)} grades have low_score_mass (score tokens below {self.min_score_mass} of "
+                f"the model's mass; distrust them): rows {shown}."
+            )
         if self.skipped:
             lines.append(f"Skipped {len(self.skipped)} rows: {_describe(self.skipped)}")
         return "\n".join(lines)
@@ -159,7 +180,8 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
         length_of=lambda row: len(prompts[row]),
         description="tract judge",
     )
-    graded = list(done.values())  # in row order
+    # in row order; the flag follows this run's threshold, which is not part of the stored grades' key
+    graded = [{**record, "low_score_mass": record["score_mass"] < config.min_score_mass} for record in done.values()]
     write_grades(output, graded, records, config.keep_columns)
     scores = [record["score"] for record in graded]
     return GradeFileReport(
@@ -169,6 +191,8 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
         progress=progress_path,
         closed_by=dict(Counter(reason for record in graded for reason in record["closed_by"])),
         mean_score=sum(scores) / len(scores) if scores else None,
+        low_mass_rows=[record["row"] for record in graded if record["low_score_mass"]],
+        min_score_mass=config.min_score_mass,
     )
 
 
@@ -319,7 +343,7 @@ def write_grades(output: Path, graded: list[dict[str, Any]], records: list[Any],
         else:
             flat = [_flat_row(row) for row in rows]
             header = list(dict.fromkeys(key for row in flat for key in row))
-            writer = csv.DictWriter(handle, fieldnames=header)
+            writer = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
             writer.writeheader()
             writer.writerows(flat)
     partial.replace(output)
@@ -327,7 +351,8 @@ def write_grades(output: Path, graded: list[dict[str, Any]], records: list[Any],
 
 def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
     """CSV cells: probabilities averaged over CoTs (``prob_<score>``), CoTs as ``cot_1``.., reasons joined."""
-    flat = {key: value for key, value in row.items() if key not in ("cot_scores", "score_probs", "cots", "closed_by")}
+    lists = ("cot_scores", "score_probs", "score_masses", "cots", "closed_by")
+    flat = {key: value for key, value in row.items() if key not in lists}
     draws = row["score_probs"]
     for literal in draws[0] if draws else []:
         flat[f"prob_{literal}"] = sum(probs[literal] for probs in draws) / len(draws)

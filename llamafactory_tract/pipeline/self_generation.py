@@ -22,7 +22,7 @@ row or a retrained adapter is never served a stale CoT, and shards work); only w
 done is the clean LLaMA-Factory dataset written, atomically, with y* and ``drop_forced`` applied
 then, and a summary of CoTs that hit the token limit, were empty, or were dropped.
 
-``remove_reference`` (for a stage-1 model trained with ``cotraft_remove_reference``) samples each
+``remove_reference`` (for a stage-1 model trained with that key) samples each
 CoT on the prompt without its reference answer, and D_self stores that prompt: the one its CoT was
 written for. ``score_only_prompt`` is refused: it is the prompt of judges that write no CoT.
 """

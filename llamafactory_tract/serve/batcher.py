@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.judge.api import Grade
+from llamafactory_tract.judge.grade import Grade
 
 logger = get_logger(__name__)
 

@@ -49,12 +49,12 @@ LABELS = {
     "cotraft_score_in_ce": "Score token in CE",
     "cotraft_strict_data": "Strict data",
     "cotraft_chunked_loss": "Chunked loss",
-    "cotraft_score_only_prompt": "Authors' score-only prompt",
-    "cotraft_remove_reference": "Remove reference answer",
+    "score_only_prompt": "Authors' score-only prompt",
+    "remove_reference": "Remove reference answer",
     "cotraft_require_delimiter": "Require delimiter",
 }
 SWITCHES = ("cotraft_drop_cot", "cotraft_score_in_ce", "cotraft_strict_data", "cotraft_chunked_loss")
-AUTHORS_RULES = ("cotraft_score_only_prompt", "cotraft_remove_reference", "cotraft_require_delimiter")
+AUTHORS_RULES = ("score_only_prompt", "remove_reference", "cotraft_require_delimiter")
 CHECKBOXES = (*SWITCHES, *AUTHORS_RULES)
 ROWS = (
     ("raft_lambda", "score_delimiter", "score_values"),

@@ -95,7 +95,7 @@ def graft_parser(parser: ModuleType) -> None:
         from llamafactory_tract.hparams.stage_keys import refuse_cotraft_keys
 
         _use_tract_arguments(parser)
-        args = parser.read_args(args)
+        args = _renamed_keys(parser.read_args(args))
         refuse_cotraft_keys(args, _requested_stage(args))
         if isinstance(args, dict) and args.get("stage") == COTRAFT_STAGE:
             if not is_env_enabled("ALLOW_EXTRA_ARGS"):  # LLaMA-Factory's switch to let unknown keys pass
@@ -142,9 +142,16 @@ def _after_tract_arguments(parser: ModuleType, original: Callable[..., Any]) -> 
     @wraps(original)
     def parse(args=None):
         _use_tract_arguments(parser)
-        return original(args)
+        return original(_renamed_keys(parser.read_args(args)))
 
     return parse
+
+
+def _renamed_keys(args: dict[str, Any] | list[str]) -> dict[str, Any] | list[str]:
+    """Deprecated key names (``cotraft_remove_reference``, ...) under their current ones, with a warning."""
+    from llamafactory_tract.hparams.deprecated_keys import rename_deprecated_flags, rename_deprecated_keys
+
+    return rename_deprecated_keys(args) if isinstance(args, dict) else rename_deprecated_flags(args)
 
 
 def graft_dataset_attr(data_parser: ModuleType) -> None:

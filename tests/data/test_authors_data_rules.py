@@ -151,8 +151,8 @@ def test_score_only_rows_get_the_no_feedback_prompt_without_reference_and_the_co
         tiny_model_dirs,
         dataset_dir,
         cotraft_drop_cot=True,
-        cotraft_score_only_prompt=True,
-        cotraft_remove_reference=True,
+        score_only_prompt=True,
+        remove_reference=True,
     )
     dataset = module["train_dataset"]
     assert sorted(dataset["score_target"]) == [1.0, 2.0, 3.0, 4.0]  # row 2 has no section to rewrite
@@ -161,9 +161,9 @@ def test_score_only_rows_get_the_no_feedback_prompt_without_reference_and_the_co
         assert "1. Write a score betweeb 1 to 5" in text and NO_FEEDBACK_ENDING in text
         assert "###Reference Answer" not in text and "Lyon." not in text and "###Feedback:" not in text
     log = caplog.text
-    assert "Rewrote 4 of 5 training prompts to the no-feedback form (cotraft_score_only_prompt); the other 1" in log
+    assert "Rewrote 4 of 5 training prompts to the no-feedback form (score_only_prompt); the other 1" in log
     assert (
-        "Removed the reference answer from 3 of 5 training prompts (cotraft_remove_reference); 1 had none and are "
+        "Removed the reference answer from 3 of 5 training prompts (remove_reference); 1 had none and are "
         "kept as they are (first: dataset 'judge' row 1); 1 are invalid rows, reported below." in log
     )
     assert "dataset 'judge' row 2: no '###The instruction to evaluate:' section to rewrite" in log
@@ -171,16 +171,16 @@ def test_score_only_rows_get_the_no_feedback_prompt_without_reference_and_the_co
 
 def test_the_rules_are_checked_against_the_rows_they_fit_at_start_up(tiny_model_dirs, dataset_dir):
     with pytest.raises(ValueError, match="set `cotraft_drop_cot: true` \\(Table 2 B.1, B.4\\)"):
-        load(tiny_model_dirs, dataset_dir, cotraft_score_only_prompt=True)
+        load(tiny_model_dirs, dataset_dir, score_only_prompt=True)
     with pytest.raises(ValueError, match="`cotraft_require_delimiter` selects rows by their CoT"):
         load(tiny_model_dirs, dataset_dir, cotraft_require_delimiter=True, cotraft_drop_cot=True)
 
 
 def test_val_size_holds_out_an_evaluation_split_that_gets_the_same_rules(tiny_model_dirs, dataset_dir, caplog):
-    _, module = load(tiny_model_dirs, dataset_dir, val_size=0.4, cotraft_drop_cot=True, cotraft_remove_reference=True)
+    _, module = load(tiny_model_dirs, dataset_dir, val_size=0.4, cotraft_drop_cot=True, remove_reference=True)
     assert len(module["train_dataset"]) + len(module["eval_dataset"]) == 5 and len(module["eval_dataset"]) == 2
-    assert "of 2 evaluation prompts (cotraft_remove_reference)" in caplog.text
-    assert "of 3 training prompts (cotraft_remove_reference)" in caplog.text
+    assert "of 2 evaluation prompts (remove_reference)" in caplog.text
+    assert "of 3 training prompts (remove_reference)" in caplog.text
 
 
 def test_a_training_run_with_the_rules_logs_their_counts(tiny_model_dirs, dataset_dir, caplog):
@@ -191,7 +191,7 @@ def test_a_training_run_with_the_rules_logs_their_counts(tiny_model_dirs, datase
     model_dir, _ = tiny_model_dirs["tiktoken"]
     output_dir = dataset_dir / "run"
     config = sgd_full_finetune_config(
-        model_dir, dataset_dir, output_dir, max_steps=1, cotraft_require_delimiter=True, cotraft_remove_reference=True
+        model_dir, dataset_dir, output_dir, max_steps=1, cotraft_require_delimiter=True, remove_reference=True
     )
     run_exp(config)
     assert json.loads((output_dir / "train_results.json").read_text())["epoch"] > 0
@@ -261,8 +261,8 @@ def test_authors_rules_rows_resolve_through_llamafactory(row, tmp_path, monkeypa
     paper = load_pipeline_config([model, REPO_ROOT / "yaml_configs" / "table2" / "rows" / row.name])
     resolved = resolve_training_config(config, config.stage1, tmp_path / "stage1", {})
     _, data_args, _, finetuning_args, _ = get_train_args({**resolved, "bf16": False})
-    assert data_args.cotraft_drop_cot and data_args.cotraft_score_only_prompt
-    assert not data_args.cotraft_remove_reference  # the authors train with the reference, evaluate without
+    assert data_args.cotraft_drop_cot and data_args.score_only_prompt
+    assert not data_args.remove_reference  # the authors train with the reference, evaluate without
     assert finetuning_args.raft_lambda == paper.stage1.overrides.get("raft_lambda", 1.0)
     raw = yaml.safe_load(Path(config.evaluation.recipe).read_text())
     evaluation = judge_config(config, None, {**raw, **config.evaluation.overrides}, tmp_path / "eval")

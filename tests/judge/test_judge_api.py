@@ -93,15 +93,29 @@ def test_grades_carry_cots_distributions_and_expected_scores(judge):
         assert len(grade.cots) == len(grade.score_probs) == len(grade.cot_scores) == len(grade.closed_by) == 2
         # A random model never writes the delimiter: both CoTs were closed at the 6-token limit.
         assert grade.closed_by == ["max_new_tokens", "max_new_tokens"]
-        for probs, cot_score in zip(grade.score_probs, grade.cot_scores, strict=True):
+        raw = []
+        for probs, mass, cot_score in zip(grade.score_probs, grade.score_masses, grade.cot_scores, strict=True):
             p = np.array([probs[str(value)] for value in range(1, 6)])
-            assert 0 < p.sum() < 1  # full-vocabulary probabilities; the score renormalises (config)
-            assert cot_score == pytest.approx(float(values @ p / p.sum()))
+            assert p.sum() == pytest.approx(1.0) and 0 < mass < 1  # on the scale; the mass is what the model gave
+            assert cot_score == pytest.approx(float(values @ p))
+            raw.append(p * mass)
         assert grade.score == pytest.approx(np.mean(grade.cot_scores))
+        assert grade.score_mass == pytest.approx(np.mean(grade.score_masses))
+        assert grade.score_unnormalized == pytest.approx(np.mean([values @ p for p in raw]))
         decoded = [values[np.argmax([probs[str(v)] for v in range(1, 6)])] for probs in grade.score_probs]
         assert grade.decoded_score == pytest.approx(np.mean(decoded))
         prompt = absolute_prompt(row["instruction"], row["response"], RUBRIC, row["reference_answer"])
         assert grade.key == prompt_key(prompt)
+
+
+def test_grades_stay_on_the_scale_where_the_papers_number_leaves_it_and_a_low_mass_is_flagged(judge):
+    """A random model puts little mass on the score tokens: Eq. 3 gives a number below 1, the grade does not."""
+    grades = _grade_rows(judge, ROWS)
+    assert all(1.0 <= grade.score <= 5.0 for grade in grades)
+    assert all(grade.score_unnormalized < 1.0 for grade in grades)  # the paper's definition: off the 1-5 scale
+    assert all(grade.score_mass < judge.config.min_score_mass and grade.low_score_mass for grade in grades)
+    lenient = TractJudge(judge.backend, judge.config.model_copy(update={"min_score_mass": 0.0}))
+    assert not any(grade.low_score_mass for grade in _grade_rows(lenient, ROWS))
 
 
 def test_a_rows_grade_depends_on_seed_and_prompt_not_on_its_batch(judge):

@@ -95,6 +95,15 @@ def test_csv_with_own_column_names_grades_skips_bad_rows_and_resumes(tmp_path, j
     graded = list(csv.DictReader(output.open()))
     assert [(line["row"], line["uid"]) for line in graded] == [("0", "a"), ("2", "c"), ("4", "e")]
     assert set(graded[0]) >= {"score", "decoded_score", "prob_1", "prob_5", "cot_1", "cot_2", "closed_by"}
+    assert b"\r\n" not in output.read_bytes()  # \n line ends, as the JSONL output and every tool here
+    for line in graded:  # prob_* are the distribution the score is the expectation of; the mass is beside it
+        probs = [float(line[f"prob_{value}"]) for value in range(1, 6)]
+        assert sum(probs) == pytest.approx(1.0)
+        expectation = sum(value * p for value, p in zip(range(1, 6), probs, strict=True))
+        assert expectation == pytest.approx(float(line["score"]))
+        assert 0 < float(line["score_mass"]) < 1 and line["low_score_mass"] == "True"
+        assert float(line["score_unnormalized"]) < 1 <= float(line["score"])
+    assert "3 grades have low_score_mass (score tokens below 0.5 of the model's mass" in printed
     # The same rows through the Python API (same judge settings and seed) give the same expected scores.
     for line, grade in zip(graded, reference, strict=True):
         assert float(line["score"]) == pytest.approx(grade.score, abs=1e-5)

@@ -265,11 +265,11 @@ def test_the_authors_data_rules_are_board_switches_passed_to_training():
     """The three opt-in rules are checkboxes, off by default, with their CLI help, and reach the run's arguments."""
     from llamafactory_tract.webui import cotraft_board as board
 
-    rules = ("cotraft_score_only_prompt", "cotraft_remove_reference", "cotraft_require_delimiter")
+    rules = ("score_only_prompt", "remove_reference", "cotraft_require_delimiter")
     inputs, locales = board.create_inputs(), board.locales()
     for key in rules:
         assert inputs[key].value is False and key in board.CHECKBOXES
         assert locales[key]["en"]["info"].startswith("The TRACT authors'")
-    values = {key: getattr(inputs[key], "value", None) for key in board.LABELS} | {"cotraft_remove_reference": True}
+    values = {key: getattr(inputs[key], "value", None) for key in board.LABELS} | {"remove_reference": True}
     args = board.train_args(values.get)
-    assert {key: args[key] for key in rules} == dict.fromkeys(rules, False) | {"cotraft_remove_reference": True}
+    assert {key: args[key] for key in rules} == dict.fromkeys(rules, False) | {"remove_reference": True}

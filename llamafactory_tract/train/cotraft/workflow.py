@@ -114,8 +114,8 @@ def judge_card(model_args: "ModelArguments", data_args: "TractDataArguments") ->
         template=data_args.template,
         score_delimiter=data_args.score_delimiter,
         score_values=score_format_of(data_args).values,
-        score_only_prompt=data_args.cotraft_score_only_prompt,
-        remove_reference=data_args.cotraft_remove_reference,
+        score_only_prompt=data_args.score_only_prompt,
+        remove_reference=data_args.remove_reference,
     )
 
 
