@@ -32,9 +32,10 @@ eval`` rewrites its benchmarks: a judge is calibrated only on the prompt it was 
 
 Sampling is keyed per row by the prompt text as given (before any rewriting): a row's random draws
 depend only on (seed, prompt, CoT index), so ``tract judge``, the server and this object draw the same
-numbers for the same row whatever batch it lands in; change ``seed`` for fresh draws. The grade is the
-same too where the logits do not depend on the batch: on CPU in float32 (tested, both backends), and on
-a GPU with ``backend: vllm`` and ``vllm_batch_invariant: true``. Otherwise a GPU's batch-dependent kernels
+numbers for the same row whatever batch it lands in; change ``seed`` for fresh draws. The CoTs are the
+same too where the logits do not depend on the batch: on CPU in float32 (tested, both backends; the
+scores then agree up to float32 rounding, a few 1e-6 from another batch's padding), and on a GPU with
+``backend: vllm`` and ``vllm_batch_invariant: true``. Otherwise a GPU's batch-dependent kernels
 (bf16/fp16, padding, vLLM's chunked prefill and prefix-cache hits) move logits by rounding, and a CoT can
 take another token where two are nearly tied.
 """

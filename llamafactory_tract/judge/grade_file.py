@@ -17,12 +17,14 @@
 Each row becomes an absolute-grading prompt (``judge/prompts.py``) from its instruction, response,
 rubric and optional reference answer; ``columns`` maps those fields to the data's column names. The
 rubric is, in order of precedence: the config's ``rubric`` (for every row), a ``rubric`` column,
-or a ``criteria`` column with ``score1_description`` ... ``score5_description`` columns. A reference
-answer is used when its column exists; then every row needs one. Rows with a missing or empty
+or a ``criteria`` column with ``score1_description`` ... ``score5_description`` columns. A row with a
+reference answer gets the prompt with it; a row without one (no column, or an empty cell) gets the
+reference-free prompt, and such rows are counted and listed. Rows with a missing or empty required
 field, and, with the authors' ``score_only_prompt`` / ``remove_reference`` on, rows whose prompt lacks
 the section a rule rewrites, are reported with their row number (0-based, in file order) and
-skipped; the run goes on. The prompts stay as built (the judge rewrites each once, when grading),
-so a row's sampling and resume key is its prompt as given, as in the Python API and the server.
+skipped; the run goes on, unless no row is left (then it stops with the report). The prompts stay
+as built (the judge rewrites each once, when grading), so a row's sampling and resume key is its
+prompt as given, as in the Python API and the server.
 
 Grades are appended per batch to ``<output>.progress.jsonl`` (keyed by row, checked against the
 row's prompt and the judge's settings), so an interrupted run resumes; the output file is written
@@ -37,7 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field, field_validator
 
@@ -50,7 +52,7 @@ from llamafactory_tract.judge.api import TractJudge, prompt_key
 from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError, load_command_config
 from llamafactory_tract.judge.prediction_loop import BatchPredictor, predict_resumable
 from llamafactory_tract.judge.prediction_store import PredictionStore
-from llamafactory_tract.judge.prompts import RUBRIC_KEYS, InvalidRubric, absolute_prompt, format_rubric
+from llamafactory_tract.judge.prompts import RUBRIC_KEYS, InvalidRubric, absolute_prompt, format_rubric, prompt_parts
 
 logger = get_logger(__name__)
 
@@ -135,6 +137,7 @@ class GradeFileReport:
     mean_score: float | None
     low_mass_rows: list[int]
     min_score_mass: float
+    without_reference: list[int]
 
     def summary(self) -> str:
         lines = [f"Graded {self.graded} rows -> {self.output} (per-batch progress in {self.progress})."]
@@ -151,6 +154,10 @@ class GradeFileReport:
                 f"{len(self.low_mass_rows)} grades have low_score_mass (score tokens below {self.min_score_mass} of "
                 f"the model's mass; distrust them): rows {shown}."
             )
+        if self.without_reference:
+            lines.append(
+                f"{len(self.without_reference)} rows had no reference: {_no_reference(self.without_reference)}"
+            )
         if self.skipped:
             lines.append(f"Skipped {len(self.skipped)} rows: {_describe(self.skipped)}")
         return "\n".join(lines)
@@ -166,9 +173,18 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
     check_creatable_dir(Path(config.output).parent, "output")
     judge_config = config.judge_only()
     records = read_records(config)
-    prompts, skipped = build_prompts(records, config)
+    prompts, skipped, without_reference = build_prompts(records, config)
     if skipped:
         logger.warning_rank0(f"Skipping {len(skipped)} of {len(records)} rows: {_describe(skipped)}")
+    if not prompts:
+        raise JudgeConfigError(
+            f"tract judge: none of the {len(records)} rows of {config.input} can be graded: "
+            f"{_describe(skipped) or 'the input has no rows'}. Fix the rows or the `columns` mapping."
+        )
+    if without_reference:
+        logger.warning_rank0(
+            f"{len(without_reference)} rows have no reference answer: {_no_reference(without_reference)}"
+        )
     output = Path(config.output)
     progress_path = output.with_name(output.name + ".progress.jsonl")
     done = predict_resumable(
@@ -193,6 +209,7 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
         mean_score=sum(scores) / len(scores) if scores else None,
         low_mass_rows=[record["row"] for record in graded if record["low_score_mass"]],
         min_score_mass=config.min_score_mass,
+        without_reference=without_reference,
     )
 
 
@@ -249,8 +266,16 @@ def _read_hub(config: GradeFileConfig) -> list[dict[str, Any]]:
     return [dict(record) for record in dataset]
 
 
-def build_prompts(records: list[Any], config: GradeFileConfig) -> tuple[dict[int, str], list[tuple[int, str]]]:
-    """Prompts by row number, and (row, reason) for each row that cannot be graded."""
+class RowPrompts(NamedTuple):
+    prompts: dict[int, str]
+    """The judge prompt of each row that can be graded, by row number."""
+    skipped: list[tuple[int, str]]
+    """(row, reason) for each row that cannot."""
+    without_reference: list[int]
+    """Rows graded with the reference-free prompt although the data has a reference column."""
+
+
+def build_prompts(records: list[Any], config: GradeFileConfig) -> RowPrompts:
     present = {key for record in records if isinstance(record, dict) for key in record}
     absent = [column for column in config.keep_columns if column not in present]
     if absent:
@@ -258,16 +283,18 @@ def build_prompts(records: list[Any], config: GradeFileConfig) -> tuple[dict[int
         raise JudgeConfigError(f"`keep_columns` {absent} are not columns of {config.input}: {columns}.")
     rubric_source = _rubric_source(config, present)
     use_reference = config.column("reference_answer") in present
-    prompts: dict[int, str] = {}
-    skipped: list[tuple[int, str]] = []
+    built = RowPrompts({}, [], [])
     for row, record in enumerate(records):
         try:
             prompt = _row_prompt(record, config, rubric_source, use_reference)
             _check_prompt_rules(prompt, config)
-            prompts[row] = prompt
         except (RowProblem, InvalidRubric) as error:
-            skipped.append((row, str(error)))
-    return prompts, skipped
+            built.skipped.append((row, str(error)))
+            continue
+        built.prompts[row] = prompt
+        if use_reference and prompt_parts(prompt)["reference_answer"] is None:
+            built.without_reference.append(row)
+    return built
 
 
 def _rubric_source(config: GradeFileConfig, present: set[str]) -> str:
@@ -291,7 +318,7 @@ def _row_prompt(record: Any, config: GradeFileConfig, rubric_source: str, use_re
         raise RowProblem(f"expected an object with named fields, got {type(record).__name__}")
     instruction = _text(record, config.column("instruction"))
     response = _text(record, config.column("response"))
-    reference = _text(record, config.column("reference_answer")) if use_reference else None
+    reference = _optional_text(record, config.column("reference_answer")) if use_reference else None
     if rubric_source == "config":
         rubric = config.rubric
     elif rubric_source == "rubric":
@@ -313,6 +340,14 @@ def _check_prompt_rules(prompt: str, config: GradeFileConfig) -> None:
     except PromptSectionMissing as error:
         rules = [name for name in ("score_only_prompt", "remove_reference") if getattr(config, name)]
         raise RowProblem(f"{' + '.join(rules)} cannot rewrite its prompt: {error}") from None
+
+
+def _optional_text(record: dict[str, Any], column: str) -> str | None:
+    """A cell that may be missing or empty (then None); text otherwise."""
+    value = record.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _text(record, column)
 
 
 def _text(record: dict[str, Any], column: str) -> str:
@@ -360,6 +395,11 @@ def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
         flat[f"cot_{index}"] = cot
     flat["closed_by"] = ";".join(row["closed_by"])
     return flat
+
+
+def _no_reference(rows: list[int]) -> str:
+    shown = ", ".join(map(str, rows[:MAX_REPORTED_ROWS])) + (" ..." if len(rows) > MAX_REPORTED_ROWS else "")
+    return f"graded with the reference-free prompt (rows {shown}); judges train with references: prefer them."
 
 
 def _describe(skipped: list[tuple[int, str]]) -> str:

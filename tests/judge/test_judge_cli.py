@@ -52,7 +52,8 @@ def _write_csv(path, rows):
 
 
 def test_csv_with_own_column_names_grades_skips_bad_rows_and_resumes(tmp_path, judge_setup, capsys):
-    overrides, reference, _ = judge_setup
+    """Row 1 lacks its response (skipped); row 3 its reference answer (graded with the reference-free prompt)."""
+    overrides, reference, judge = judge_setup
     rubric = format_rubric(RUBRIC)
     rows = [
         {
@@ -90,10 +91,11 @@ def test_csv_with_own_column_names_grades_skips_bad_rows_and_resumes(tmp_path, j
     ]
     assert main(command) == 0
     printed = capsys.readouterr().out
-    assert "Graded 3 rows" in printed
-    assert "Skipped 2 rows: row 1: `answer` is empty; row 3: `gold` is empty" in printed
+    assert "Graded 4 rows" in printed
+    assert "Skipped 1 rows: row 1: `answer` is empty" in printed
+    assert "1 rows had no reference: graded with the reference-free prompt (rows 3)" in printed
     graded = list(csv.DictReader(output.open()))
-    assert [(line["row"], line["uid"]) for line in graded] == [("0", "a"), ("2", "c"), ("4", "e")]
+    assert [(line["row"], line["uid"]) for line in graded] == [("0", "a"), ("2", "c"), ("3", "d"), ("4", "e")]
     assert set(graded[0]) >= {"score", "decoded_score", "prob_1", "prob_5", "cot_1", "cot_2", "closed_by"}
     assert b"\r\n" not in output.read_bytes()  # \n line ends, as the JSONL output and every tool here
     for line in graded:  # prob_* are the distribution the score is the expectation of; the mass is beside it
@@ -103,22 +105,50 @@ def test_csv_with_own_column_names_grades_skips_bad_rows_and_resumes(tmp_path, j
         assert expectation == pytest.approx(float(line["score"]))
         assert 0 < float(line["score_mass"]) < 1 and line["low_score_mass"] == "True"
         assert float(line["score_unnormalized"]) < 1 <= float(line["score"])
-    assert "3 grades have low_score_mass (score tokens below 0.5 of the model's mass" in printed
+    assert "4 grades have low_score_mass (score tokens below 0.5 of the model's mass" in printed
     # The same rows through the Python API (same judge settings and seed) give the same expected scores.
-    for line, grade in zip(graded, reference, strict=True):
+    no_reference = judge.single_absolute_grade("No reference.", "y", rubric)
+    for line, grade in zip(graded, [*reference[:2], no_reference, reference[2]], strict=True):
         assert float(line["score"]) == pytest.approx(grade.score, abs=1e-5)
         assert [line["cot_1"], line["cot_2"]] == grade.cots
 
-    # Resume: keep one graded row and a line cut short; only the two missing rows are graded again.
+    # Resume: keep one graded row and a line cut short; only the three missing rows are graded again.
     progress = output.with_name("grades.csv.progress.jsonl")
     kept = progress.read_text().splitlines()[0]
     progress.write_text(kept + "\n" + kept[:40])
     output.unlink()
     assert main(command) == 0
-    assert len(progress.read_text().splitlines()) == 2 + 2
+    assert len(progress.read_text().splitlines()) == 2 + 3
     resumed = list(csv.DictReader(output.open()))
     assert [line["cot_1"] for line in resumed] == [line["cot_1"] for line in graded]
     assert [float(line["score"]) for line in resumed] == pytest.approx([float(line["score"]) for line in graded])
+
+
+def test_input_without_a_gradable_row_exits_non_zero_with_the_report(tmp_path, judge_setup, capsys):
+    overrides, _, _ = judge_setup
+    source = _write_csv(
+        tmp_path / "bad.csv",
+        [{"question": "Q?", "answer": "", "rubric": "R"}, {"question": "", "answer": "A", "rubric": "R"}],
+    )
+    output = tmp_path / "grades.jsonl"
+    assert (
+        main(
+            [
+                "judge",
+                *overrides,
+                f"input={source}",
+                f"output={output}",
+                "columns.instruction=question",
+                "columns.response=answer",
+            ]
+        )
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert (
+        f"none of the 2 rows of {source} can be graded: row 0: `answer` is empty; row 1: `question` is empty" in error
+    )
+    assert not output.exists()
 
 
 def test_jsonl_with_criteria_columns_writes_jsonl(tmp_path, judge_setup, capsys):
