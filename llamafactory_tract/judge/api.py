@@ -180,7 +180,9 @@ class TractJudge:
                 batch = order[start : start + step]
                 keys = [prompt_key(prompts[index]) for index in batch]
                 judge_prompts = [JudgePrompt.from_instruction(seen[index]) for index in batch]
-                for index, key, prediction in zip(batch, keys, predictor.predict(judge_prompts, keys), strict=True):
-                    grades[index] = grade_on_scale(prediction, self.values, key, self.config.min_score_mass)
+                predictions = predictor.predict(judge_prompts, keys)
+                for index, key, prompt, prediction in zip(batch, keys, judge_prompts, predictions, strict=True):
+                    truncated = self.backend.contexts.was_shortened(prompt)
+                    grades[index] = grade_on_scale(prediction, self.values, key, self.config.min_score_mass, truncated)
                 progress.update(len(batch))
         return grades

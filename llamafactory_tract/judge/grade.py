@@ -57,6 +57,8 @@ class Grade:
     """Each CoT's sum_y p(y) (the factor ``score_probs`` were divided by)."""
     cots: list[str]
     closed_by: list[str]
+    prompt_truncated: bool
+    """The prompt was shortened in the middle to fit ``max_prompt_len`` or the engine: graded on part of it."""
     key: str
     """Content key of the prompt; it seeds the row's sampling."""
 
@@ -64,7 +66,9 @@ class Grade:
         return asdict(self)
 
 
-def grade_on_scale(prediction: JudgePrediction, values: list[float], key: str, min_score_mass: float) -> Grade:
+def grade_on_scale(
+    prediction: JudgePrediction, values: list[float], key: str, min_score_mass: float, prompt_truncated: bool
+) -> Grade:
     """The ``Grade`` of a CoT-RAIL / RAIL prediction, whose ``score_probs`` are full-vocabulary probabilities."""
     literals = list(prediction.score_probs[0])
     raw = np.array([[probs[literal] for literal in literals] for probs in prediction.score_probs], dtype=float)
@@ -85,5 +89,6 @@ def grade_on_scale(prediction: JudgePrediction, values: list[float], key: str, m
         score_masses=[float(mass) for mass in masses],
         cots=prediction.cots,
         closed_by=prediction.closed_by,
+        prompt_truncated=prompt_truncated,
         key=key,
     )

@@ -69,6 +69,7 @@ OUTPUT_FIELDS = (
     "score_masses",
     "cots",
     "closed_by",
+    "prompt_truncated",
 )
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
 LOCAL_SUFFIXES = (".csv", ".json", ".jsonl")
@@ -137,6 +138,7 @@ class GradeFileReport:
     mean_score: float | None
     low_mass_rows: list[int]
     min_score_mass: float
+    truncated_rows: list[int]
     without_reference: list[int]
 
     def summary(self) -> str:
@@ -148,11 +150,14 @@ class GradeFileReport:
             detail = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.closed_by.items()))
             lines.append(f"{forced} CoTs were closed without the delimiter ({detail}).")
         if self.low_mass_rows:
-            more = " ..." if len(self.low_mass_rows) > MAX_REPORTED_ROWS else ""
-            shown = ", ".join(map(str, self.low_mass_rows[:MAX_REPORTED_ROWS])) + more
             lines.append(
                 f"{len(self.low_mass_rows)} grades have low_score_mass (score tokens below {self.min_score_mass} of "
-                f"the model's mass; distrust them): rows {shown}."
+                f"the model's mass; distrust them): rows {_rows(self.low_mass_rows)}."
+            )
+        if self.truncated_rows:
+            lines.append(
+                f"{len(self.truncated_rows)} prompts were too long and shortened in the middle (prompt_truncated): "
+                f"rows {_rows(self.truncated_rows)}."
             )
         if self.without_reference:
             lines.append(
@@ -208,6 +213,7 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
         closed_by=dict(Counter(reason for record in graded for reason in record["closed_by"])),
         mean_score=sum(scores) / len(scores) if scores else None,
         low_mass_rows=[record["row"] for record in graded if record["low_score_mass"]],
+        truncated_rows=[record["row"] for record in graded if record["prompt_truncated"]],
         min_score_mass=config.min_score_mass,
         without_reference=without_reference,
     )
@@ -397,9 +403,12 @@ def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _rows(rows: list[int]) -> str:
+    return ", ".join(map(str, rows[:MAX_REPORTED_ROWS])) + (" ..." if len(rows) > MAX_REPORTED_ROWS else "")
+
+
 def _no_reference(rows: list[int]) -> str:
-    shown = ", ".join(map(str, rows[:MAX_REPORTED_ROWS])) + (" ..." if len(rows) > MAX_REPORTED_ROWS else "")
-    return f"graded with the reference-free prompt (rows {shown}); judges train with references: prefer them."
+    return f"graded with the reference-free prompt (rows {_rows(rows)}); judges train with references: prefer them."
 
 
 def _describe(skipped: list[tuple[int, str]]) -> str:

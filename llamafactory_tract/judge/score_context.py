@@ -80,9 +80,16 @@ class ScoreContextBuilder:
 
     def prompt_ids(self, prompt: "JudgePrompt") -> list[int]:
         """The prompt part of ``template.encode_oneturn`` (default system applied as in training)."""
+        return self._truncate(self._full_prompt_ids(prompt))
+
+    def was_shortened(self, prompt: "JudgePrompt") -> bool:
+        """Whether this prompt was shortened in the middle (``max_prompt_len`` or the engine's length) when read."""
+        return hash(tuple(self._full_prompt_ids(prompt))) in self._shortened
+
+    def _full_prompt_ids(self, prompt: "JudgePrompt") -> list[int]:
         messages = prompt.messages + [{"role": "assistant", "content": ""}]
         prompt_ids, _ = self.template.encode_oneturn(self.tokenizer, messages, prompt.system, prompt.tools)
-        return self._truncate(prompt_ids)
+        return prompt_ids
 
     def score_context(self, prompt: "JudgePrompt", cot: str, max_len: int | None = None) -> list[int]:
         """prompt ids + the response ids before the score token of ``format_response(cot, literal)``.

@@ -30,20 +30,23 @@ supervisor (systemd, Kubernetes, a restart loop) starts a fresh one.
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from functools import reduce
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Response
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.api import TractJudge
 from llamafactory_tract.judge.config import JudgeConfig, load_command_config
-from llamafactory_tract.judge.prompts import absolute_prompt
+from llamafactory_tract.judge.prompts import Rubric, absolute_prompt, format_rubric
+from llamafactory_tract.judge.reward import unit_score
 from llamafactory_tract.serve.batcher import MicroBatcher
-from llamafactory_tract.serve.schema import GradeRequest
+from llamafactory_tract.serve.schema import GradeRequest, RewardLabel, RewardRequest, RubricBody
 
 logger = get_logger(__name__)
 
@@ -74,6 +77,65 @@ class ServeConfig(JudgeConfig):
     """How long the first request of a micro-batch waits for others."""
     max_items_per_request: int = Field(default=64, ge=1)
     max_n_cot: int = Field(default=8, ge=1)
+    reward_rubric: str | dict[str, str] | None = None
+    """``/get_reward``: the rubric of every query whose label carries none."""
+    reward_instruction_pattern: str | None = None
+    """``/get_reward``: a regex whose group 1, at its last match in the prompt, is the instruction (e.g. the last
+    user turn inside the policy's chat template); unset, the whole prompt is the instruction."""
+    reward_response_suffixes: list[str] = Field(default_factory=list)
+    """``/get_reward``: texts cut from the end of each response (OpenRLHF decodes the query with special tokens,
+    so it ends with the policy's end-of-turn token, e.g. ``<|im_end|>``)."""
+
+    @field_validator("reward_rubric")
+    @classmethod
+    def _check_reward_rubric(cls, value: Rubric | None) -> Rubric | None:
+        if value is not None:
+            format_rubric(value)
+        return value
+
+    @field_validator("reward_instruction_pattern")
+    @classmethod
+    def _check_instruction_pattern(cls, value: str | None) -> str | None:
+        try:
+            groups = 1 if value is None else re.compile(value).groups
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        if groups < 1:
+            raise ValueError("the pattern needs a group: group 1 is the instruction")
+        return value
+
+
+def reward_items(request: RewardRequest, config: ServeConfig) -> list[tuple[str, str, Rubric, str | None]]:
+    """(instruction, response, rubric, reference answer) per OpenRLHF query; a ValueError names the entry.
+
+    The response is the query after its prompt, less the ``reward_response_suffixes`` at its end; the
+    instruction is the prompt or what ``reward_instruction_pattern`` finds in it; the label gives the
+    reference answer (a string, ``""`` for none) or a ``RewardLabel``, whose rubric overrides ``reward_rubric``.
+    """
+    pattern = (
+        None if config.reward_instruction_pattern is None else re.compile(config.reward_instruction_pattern, re.S)
+    )
+    labels = request.labels or [None] * len(request.query)
+    items = []
+    for index, (query, prompt, label) in enumerate(zip(request.query, request.prompts, labels, strict=True)):
+        if not query.startswith(prompt):
+            raise ValueError(f"query[{index}] does not start with prompts[{index}]: the response cannot be told apart")
+        response = query.removeprefix(prompt)
+        while (trimmed := reduce(str.removesuffix, config.reward_response_suffixes, response)) != response:
+            response = trimmed
+        instruction = prompt
+        if pattern is not None:
+            matches = list(pattern.finditer(prompt))
+            if not matches:
+                raise ValueError(f"prompts[{index}] has no match of reward_instruction_pattern {pattern.pattern!r}")
+            instruction = matches[-1].group(1)
+        rubric = label.rubric if isinstance(label, RewardLabel) else None
+        reference = label.reference_answer if isinstance(label, RewardLabel) else label
+        rubric = rubric.model_dump() if isinstance(rubric, RubricBody) else rubric or config.reward_rubric
+        if rubric is None:
+            raise ValueError(f"labels[{index}] carries no rubric and the server has no reward_rubric")
+        items.append((instruction, response, rubric, reference or None))
+    return items
 
 
 def create_app(judge: TractJudge, config: ServeConfig, stop: Callable[[], None] | None = None) -> FastAPI:
@@ -162,6 +224,39 @@ def create_app(judge: TractJudge, config: ServeConfig, stop: Callable[[], None] 
             "grades": [{"id": item.id, **grade.to_dict()} for item, grade in zip(request.items, grades, strict=True)],
             "n_cot": n_cot,
             "seed": seed,
+        }
+
+    @app.post("/get_reward")
+    async def get_reward(request: RewardRequest) -> dict[str, Any]:
+        """OpenRLHF's remote reward model (v0.11.0): ``rewards`` are expected scores, ``scores`` them in [0, 1]."""
+        if judge.backend.engine_dead():
+            raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL)
+        if len(request.query) > config.max_items_per_request:
+            raise HTTPException(
+                status_code=413,
+                detail=f"{len(request.query)} queries in one request; this server takes at most "
+                f"{config.max_items_per_request} (max_items_per_request).",
+            )
+        try:
+            prompts = [absolute_prompt(*item) for item in reward_items(request, config)]
+        except ValueError as error:
+            raise HTTPException(status_code=422, detail=str(error)) from None
+        for index, prompt in enumerate(prompts):  # refused here, so one bad query cannot fail a shared micro-batch
+            try:
+                judge.judge_prompt(prompt)
+            except ValueError as error:
+                raise HTTPException(status_code=422, detail=f"query[{index}]: {error}") from None
+        try:
+            grades = await batcher.submit(prompts, judge_config.n_cot, judge_config.seed)
+        except Exception:
+            if judge.backend.engine_dead():
+                raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL) from None
+            raise
+        rewards = [grade.score for grade in grades]
+        return {
+            "rewards": rewards,
+            "scores": [unit_score(reward, judge.values) for reward in rewards],
+            "extra_logs": {"decoded_score": [grade.decoded_score for grade in grades]},
         }
 
     return app

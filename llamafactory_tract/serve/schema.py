@@ -16,7 +16,7 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
 
@@ -50,3 +50,36 @@ class GradeRequest(BaseModel):
     items: list[GradeItem] = Field(min_length=1)
     n_cot: int | None = Field(default=None, ge=1, description="CoTs per item (default: the server's)")
     seed: int | None = Field(default=None, description="sampling seed (default: the server's)")
+
+
+class RewardLabel(BaseModel):
+    """An OpenRLHF label (``--label_key``) that carries a row's rubric and/or reference answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rubric: Text | RubricBody | None = None
+    reference_answer: Text | None = None
+
+
+class RewardRequest(BaseModel):
+    """OpenRLHF's remote reward-model request (``--remote_rm_url``), as v0.11.0 posts it to ``/get_reward``.
+
+    ``query[i]`` is the decoded prompt + response, ``prompts[i]`` the prompt it starts with, ``labels[i]``
+    the dataset label: ``""`` without ``--label_key``, a reference answer, or a ``RewardLabel`` object.
+    Unknown fields are ignored rather than refused: the protocol is OpenRLHF's, and a field added there
+    must not fail every reward request of a training run.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: list[str] = Field(min_length=1)
+    prompts: list[str]
+    labels: list[str | RewardLabel | None] | None = None
+
+    @model_validator(mode="after")
+    def _one_entry_per_query(self) -> "RewardRequest":
+        for name in ("prompts", "labels"):
+            entries = getattr(self, name)
+            if entries is not None and len(entries) != len(self.query):
+                raise ValueError(f"`{name}` has {len(entries)} entries for {len(self.query)} queries")
+        return self

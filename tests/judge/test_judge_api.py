@@ -23,6 +23,7 @@ import pytest
 from llamafactory_tract.data.authors_rules import NO_FEEDBACK_ENDING, NO_FEEDBACK_HEADER, AuthorsPromptRules
 from llamafactory_tract.eval.config import build_eval_config
 from llamafactory_tract.judge.api import TractJudge, prompt_key
+from llamafactory_tract.judge.backend import JudgePrompt
 from llamafactory_tract.judge.prompts import (
     ABSOLUTE_PROMPT,
     RUBRIC_KEYS,
@@ -32,7 +33,7 @@ from llamafactory_tract.judge.prompts import (
     prompt_parts,
 )
 from tests.helpers.inference import require_shared_file
-from tests.helpers.judge import FAMILY, ROWS, RUBRIC, tiny_judge
+from tests.helpers.judge import FAMILY, ROWS, RUBRIC, SETTINGS, tiny_judge
 
 RUBRIC_PATTERN = re.compile(r"\[(.*)\]" + "".join(rf"\nScore {level}: (.*)" for level in range(1, 6)), re.S)
 
@@ -116,6 +117,16 @@ def test_grades_stay_on_the_scale_where_the_papers_number_leaves_it_and_a_low_ma
     assert all(grade.score_mass < judge.config.min_score_mass and grade.low_score_mass for grade in grades)
     lenient = TractJudge(judge.backend, judge.config.model_copy(update={"min_score_mass": 0.0}))
     assert not any(grade.low_score_mass for grade in _grade_rows(lenient, ROWS))
+
+
+def test_a_prompt_shortened_to_fit_is_flagged_on_its_grade(judge, tiny_model_dirs):
+    model_dir, template = tiny_model_dirs[FAMILY]
+    fits = absolute_prompt(ROWS[0]["instruction"], ROWS[0]["response"], RUBRIC, ROWS[0]["reference_answer"])
+    limit = len(judge.backend.contexts.prompt_ids(JudgePrompt.from_instruction(fits)))
+    short = TractJudge.from_pretrained(str(model_dir), template, **{**SETTINGS, "max_prompt_len": limit})
+    grades = _grade_rows(short, [ROWS[0], {**ROWS[1], "response": "An apple. " * 100}])
+    assert [grade.prompt_truncated for grade in grades] == [False, True]
+    assert not any(grade.prompt_truncated for grade in _grade_rows(judge, ROWS))
 
 
 def test_a_rows_grade_depends_on_seed_and_prompt_not_on_its_batch(judge):
