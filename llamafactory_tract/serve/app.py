@@ -38,11 +38,13 @@ from functools import reduce
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Response
+from llamafactory.api.protocol import ScoreEvaluationRequest, ScoreEvaluationResponse
 from pydantic import Field, field_validator
 
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.api import TractJudge
 from llamafactory_tract.judge.config import JudgeConfig, load_command_config
+from llamafactory_tract.judge.grade import Grade
 from llamafactory_tract.judge.prompts import Rubric, absolute_prompt, format_rubric
 from llamafactory_tract.judge.reward import unit_score
 from llamafactory_tract.serve.batcher import MicroBatcher
@@ -82,6 +84,9 @@ class ServeConfig(JudgeConfig):
     reward_instruction_pattern: str | None = None
     """``/get_reward``: a regex whose group 1, at its last match in the prompt, is the instruction (e.g. the last
     user turn inside the policy's chat template); unset, the whole prompt is the instruction."""
+    reward_prompt_end: str | None = None
+    """``/v1/score/evaluation``: the text that ends a prompt in the policy's chat template (e.g.
+    ``<|im_start|>assistant\n``); each message's response starts after its last occurrence."""
     reward_response_suffixes: list[str] = Field(default_factory=list)
     """``/get_reward``: texts cut from the end of each response (OpenRLHF decodes the query with special tokens,
     so it ends with the policy's end-of-turn token, e.g. ``<|im_end|>``)."""
@@ -226,9 +231,8 @@ def create_app(judge: TractJudge, config: ServeConfig, stop: Callable[[], None] 
             "seed": seed,
         }
 
-    @app.post("/get_reward")
-    async def get_reward(request: RewardRequest) -> dict[str, Any]:
-        """OpenRLHF's remote reward model (v0.11.0): ``rewards`` are expected scores, ``scores`` them in [0, 1]."""
+    async def reward_grades(request: RewardRequest) -> list[Grade]:
+        """The grades of reward queries (``reward_items``), through the shared micro-batcher; 4xx/503 as for grades."""
         if judge.backend.engine_dead():
             raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL)
         if len(request.query) > config.max_items_per_request:
@@ -252,12 +256,39 @@ def create_app(judge: TractJudge, config: ServeConfig, stop: Callable[[], None] 
             if judge.backend.engine_dead():
                 raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL) from None
             raise
+        return grades
+
+    @app.post("/get_reward")
+    async def get_reward(request: RewardRequest) -> dict[str, Any]:
+        """OpenRLHF's remote reward model (v0.11.0): ``rewards`` are expected scores, ``scores`` them in [0, 1]."""
+        grades = await reward_grades(request)
         rewards = [grade.score for grade in grades]
         return {
             "rewards": rewards,
             "scores": [unit_score(reward, judge.values) for reward in rewards],
             "extra_logs": {"decoded_score": [grade.decoded_score for grade in grades]},
         }
+
+    @app.post("/v1/score/evaluation")
+    async def score_evaluation(request: ScoreEvaluationRequest) -> ScoreEvaluationResponse:
+        """LLaMA-Factory's reward-model API (PPO with ``reward_model_type: api``): each message is a decoded
+        prompt + response, cut after the last ``reward_prompt_end``; ``scores`` are expected scores."""
+        end = config.reward_prompt_end
+        if end is None:
+            raise HTTPException(
+                status_code=422,
+                detail="this server has no reward_prompt_end, the text that ends a prompt in the policy's template "
+                "(e.g. '<|im_start|>assistant\\n'): set it to tell each message's response from its prompt.",
+            )
+        prompts = []
+        for index, message in enumerate(request.messages):
+            if end not in message:
+                raise HTTPException(status_code=422, detail=f"messages[{index}] has no reward_prompt_end {end!r}.")
+            prompts.append(message[: message.rindex(end) + len(end)])
+        grades = await reward_grades(RewardRequest(query=request.messages, prompts=prompts))
+        return ScoreEvaluationResponse(
+            id=f"tract-{grades[0].key}", model=request.model, scores=[g.score for g in grades]
+        )
 
     return app
 

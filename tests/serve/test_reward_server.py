@@ -64,6 +64,7 @@ def served(tiny_model_dirs, tmp_path_factory):
         "reward_rubric": RUBRIC,
         "reward_instruction_pattern": CHATML_USER,
         "reward_response_suffixes": ["<|im_end|>"],
+        "reward_prompt_end": "<|im_start|>assistant\n",
     }
     (folder / "serve.yaml").write_text(yaml.safe_dump(config))
     port = _free_port()
@@ -78,6 +79,23 @@ def served(tiny_model_dirs, tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_llamafactory_ppo_reward_client_gets_the_judges_expected_scores(served):
+    """LLaMA-Factory's PPO (``reward_model_type: api``) posts decoded prompt + response texts with its own
+    ``get_rewards_from_server``; called here on the real server's ``/v1/score/evaluation``."""
+    from llamafactory.train.ppo.ppo_utils import get_rewards_from_server
+
+    url, judge = served
+    messages = [chatml_prompt(row["instruction"]) + row["response"] + "<|im_end|>" for row in ROWS]
+    scores = get_rewards_from_server(f"{url}/v1/score/evaluation", messages)
+    expected = judge.absolute_grade(
+        instructions=[row["instruction"] for row in ROWS], responses=[row["response"] for row in ROWS], rubric=RUBRIC
+    )
+    assert scores.tolist() == pytest.approx([grade.score for grade in expected], abs=1e-5)
+    unsplittable = httpx.post(f"{url}/v1/score/evaluation", json={"model": "m", "messages": ["no template"]})
+    assert unsplittable.status_code == 422
+    assert unsplittable.json()["detail"] == "messages[0] has no reward_prompt_end '<|im_start|>assistant\\n'."
 
 
 def test_get_reward_answers_openrlhf_with_the_judges_expected_scores(served):
