@@ -53,6 +53,7 @@ from llamafactory_tract.judge.grade import Grade, grade_on_scale
 from llamafactory_tract.judge.loader import load_backend
 from llamafactory_tract.judge.predictors import JudgePredictor
 from llamafactory_tract.judge.prompts import Rubric, absolute_prompt
+from llamafactory_tract.judge.relative import RelativeGrade, relative_grade
 
 EXPECTED_SCORE_PREDICTORS = ("cot_rail", "rail")
 
@@ -141,6 +142,58 @@ class TractJudge:
         return self.absolute_grade(
             instructions=[instruction],
             responses=[response],
+            rubric=[rubric],
+            reference_answers=[reference_answer],
+            n_cot=n_cot,
+            seed=seed,
+        )[0]
+
+    def relative_grade(
+        self,
+        *,
+        instructions: Sequence[str],
+        responses_a: Sequence[str],
+        responses_b: Sequence[str],
+        rubric: Rubric | Sequence[Rubric],
+        reference_answers: Sequence[str | None] | None = None,
+        n_cot: int | None = None,
+        seed: int | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RelativeGrade]:
+        """Which response of each pair is better (``judge/relative.py``): both graded in one pass, then compared."""
+        count = len(instructions)
+        if len(responses_a) != count or len(responses_b) != count:
+            raise ValueError(
+                f"`responses_a` / `responses_b` have {len(responses_a)} / {len(responses_b)} entries for "
+                f"{count} instructions."
+            )
+        rubrics = [rubric] * count if isinstance(rubric, (str, Mapping)) else list(rubric)
+        references = None if reference_answers is None else [*reference_answers, *reference_answers]
+        grades = self.absolute_grade(
+            instructions=[*instructions, *instructions],
+            responses=[*responses_a, *responses_b],
+            rubric=[*rubrics, *rubrics],
+            reference_answers=references,
+            n_cot=n_cot,
+            seed=seed,
+            use_tqdm=use_tqdm,
+        )
+        return [relative_grade(a, b, self.values) for a, b in zip(grades[:count], grades[count:], strict=True)]
+
+    def single_relative_grade(
+        self,
+        instruction: str,
+        response_a: str,
+        response_b: str,
+        rubric: Rubric,
+        reference_answer: str | None = None,
+        n_cot: int | None = None,
+        seed: int | None = None,
+    ) -> RelativeGrade:
+        return self.relative_grade(
+            instructions=[instruction],
+            responses_a=[response_a],
+            responses_b=[response_b],
             rubric=[rubric],
             reference_answers=[reference_answer],
             n_cot=n_cot,

@@ -53,10 +53,12 @@ from llamafactory_tract.judge.config import JudgeConfig, JudgeConfigError, load_
 from llamafactory_tract.judge.prediction_loop import BatchPredictor, predict_resumable
 from llamafactory_tract.judge.prediction_store import PredictionStore
 from llamafactory_tract.judge.prompts import RUBRIC_KEYS, InvalidRubric, absolute_prompt, format_rubric, prompt_parts
+from llamafactory_tract.judge.relative import preference, score_distribution
 
 logger = get_logger(__name__)
 
-FIELDS = ("instruction", "response", "reference_answer", "rubric", *RUBRIC_KEYS)
+PAIR_FIELDS = ("response_a", "response_b")
+FIELDS = ("instruction", "response", *PAIR_FIELDS, "reference_answer", "rubric", *RUBRIC_KEYS)
 OUTPUT_FIELDS = (
     "row",
     "score",
@@ -71,6 +73,19 @@ OUTPUT_FIELDS = (
     "closed_by",
     "prompt_truncated",
 )
+PAIR_OUTPUT_FIELDS = (
+    "row",
+    "p_a_better",
+    "p_tie",
+    "p_b_better",
+    "score_difference",
+    "low_score_mass",
+    "prompt_truncated",
+    "a",
+    "b",
+)
+SIDE_FIELDS = ("score", "score_mass", "decoded_score", "score_probs", "cots", "closed_by")
+"""What each side of a pair keeps of its grade in the output."""
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
 LOCAL_SUFFIXES = (".csv", ".json", ".jsonl")
 STORE_NAME = "judge"
@@ -112,9 +127,9 @@ class GradeFileConfig(JudgeConfig):
     @field_validator("keep_columns")
     @classmethod
     def _no_clash(cls, value: list[str]) -> list[str]:
-        clashes = sorted(set(value) & set(OUTPUT_FIELDS))
+        clashes = sorted(set(value) & {*OUTPUT_FIELDS, *PAIR_OUTPUT_FIELDS})
         if clashes:
-            raise ValueError(f"{clashes} clash with output fields {list(OUTPUT_FIELDS)}")
+            raise ValueError(f"{clashes} clash with output fields {sorted({*OUTPUT_FIELDS, *PAIR_OUTPUT_FIELDS})}")
         return value
 
     @field_validator("rubric")
@@ -140,11 +155,12 @@ class GradeFileReport:
     min_score_mass: float
     truncated_rows: list[int]
     without_reference: list[int]
+    pairwise: bool
 
     def summary(self) -> str:
         lines = [f"Graded {self.graded} rows -> {self.output} (per-batch progress in {self.progress})."]
         if self.mean_score is not None:
-            lines.append(f"Mean expected score: {self.mean_score:.3f}.")
+            lines.append(f"Mean {'P(A better)' if self.pairwise else 'expected score'}: {self.mean_score:.3f}.")
         forced = sum(count for reason, count in self.closed_by.items() if reason != "delimiter")
         if forced:
             detail = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.closed_by.items()))
@@ -178,7 +194,7 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
     check_creatable_dir(Path(config.output).parent, "output")
     judge_config = config.judge_only()
     records = read_records(config)
-    prompts, skipped, without_reference = build_prompts(records, config)
+    prompts, skipped, without_reference, per_row = build_prompts(records, config)
     if skipped:
         logger.warning_rank0(f"Skipping {len(skipped)} of {len(records)} rows: {_describe(skipped)}")
     if not prompts:
@@ -201,22 +217,47 @@ def run_grade_file(items: list[str]) -> GradeFileReport:
         length_of=lambda row: len(prompts[row]),
         description="tract judge",
     )
-    # in row order; the flag follows this run's threshold, which is not part of the stored grades' key
-    graded = [{**record, "low_score_mass": record["score_mass"] < config.min_score_mass} for record in done.values()]
-    write_grades(output, graded, records, config.keep_columns)
-    scores = [record["score"] for record in graded]
+    # in item order; the flag follows this run's threshold, which is not part of the stored grades' key
+    items = [{**record, "low_score_mass": record["score_mass"] < config.min_score_mass} for record in done.values()]
+    if per_row == 1:
+        graded, fields = items, OUTPUT_FIELDS
+    else:
+        values = [float(value) for value in config.score_values]
+        graded = [_pair(items[index], items[index + 1], values) for index in range(0, len(items), 2)]
+        fields = PAIR_OUTPUT_FIELDS
+    write_grades(output, graded, records, config.keep_columns, fields)
+    scores = [record["p_a_better" if per_row == 2 else "score"] for record in graded]
     return GradeFileReport(
         graded=len(graded),
         skipped=skipped,
         output=output,
         progress=progress_path,
-        closed_by=dict(Counter(reason for record in graded for reason in record["closed_by"])),
+        closed_by=dict(Counter(reason for record in items for reason in record["closed_by"])),
         mean_score=sum(scores) / len(scores) if scores else None,
         low_mass_rows=[record["row"] for record in graded if record["low_score_mass"]],
         truncated_rows=[record["row"] for record in graded if record["prompt_truncated"]],
         min_score_mass=config.min_score_mass,
         without_reference=without_reference,
+        pairwise=per_row == 2,
     )
+
+
+def _pair(record_a: dict[str, Any], record_b: dict[str, Any], values: list[float]) -> dict[str, Any]:
+    """A row's relative grade (``judge/relative.py``) from the stored grades of its two responses."""
+    p_a_better, p_tie, p_b_better = preference(
+        score_distribution(record_a["score_probs"]), score_distribution(record_b["score_probs"]), values
+    )
+    return {
+        "row": record_a["row"] // 2,
+        "p_a_better": p_a_better,
+        "p_tie": p_tie,
+        "p_b_better": p_b_better,
+        "score_difference": record_a["score"] - record_b["score"],
+        "low_score_mass": record_a["low_score_mass"] or record_b["low_score_mass"],
+        "prompt_truncated": record_a["prompt_truncated"] or record_b["prompt_truncated"],
+        "a": {key: record_a[key] for key in SIDE_FIELDS},
+        "b": {key: record_b[key] for key in SIDE_FIELDS},
+    }
 
 
 @contextmanager
@@ -274,11 +315,13 @@ def _read_hub(config: GradeFileConfig) -> list[dict[str, Any]]:
 
 class RowPrompts(NamedTuple):
     prompts: dict[int, str]
-    """The judge prompt of each row that can be graded, by row number."""
+    """The judge prompts of the rows that can be graded, by item: the row number, or for pairs 2 x row + side."""
     skipped: list[tuple[int, str]]
     """(row, reason) for each row that cannot."""
     without_reference: list[int]
     """Rows graded with the reference-free prompt although the data has a reference column."""
+    per_row: int
+    """Prompts per row: 1, or 2 for pairs (``response_a`` and ``response_b`` columns: a relative grade)."""
 
 
 def build_prompts(records: list[Any], config: GradeFileConfig) -> RowPrompts:
@@ -289,16 +332,18 @@ def build_prompts(records: list[Any], config: GradeFileConfig) -> RowPrompts:
         raise JudgeConfigError(f"`keep_columns` {absent} are not columns of {config.input}: {columns}.")
     rubric_source = _rubric_source(config, present)
     use_reference = config.column("reference_answer") in present
-    built = RowPrompts({}, [], [])
+    sides = PAIR_FIELDS if all(config.column(field) in present for field in PAIR_FIELDS) else ("response",)
+    built = RowPrompts({}, [], [], len(sides))
     for row, record in enumerate(records):
         try:
-            prompt = _row_prompt(record, config, rubric_source, use_reference)
-            _check_prompt_rules(prompt, config)
+            prompts = [_row_prompt(record, config, rubric_source, use_reference, side) for side in sides]
+            for prompt in prompts:
+                _check_prompt_rules(prompt, config)
         except (RowProblem, InvalidRubric) as error:
             built.skipped.append((row, str(error)))
             continue
-        built.prompts[row] = prompt
-        if use_reference and prompt_parts(prompt)["reference_answer"] is None:
+        built.prompts.update({row * len(sides) + side: prompt for side, prompt in enumerate(prompts)})
+        if use_reference and prompt_parts(prompts[0])["reference_answer"] is None:
             built.without_reference.append(row)
     return built
 
@@ -317,13 +362,15 @@ def _rubric_source(config: GradeFileConfig, present: set[str]) -> str:
     )
 
 
-def _row_prompt(record: Any, config: GradeFileConfig, rubric_source: str, use_reference: bool) -> str:
+def _row_prompt(
+    record: Any, config: GradeFileConfig, rubric_source: str, use_reference: bool, response_field: str
+) -> str:
     if isinstance(record, RowProblem):
         raise record
     if not isinstance(record, dict):
         raise RowProblem(f"expected an object with named fields, got {type(record).__name__}")
     instruction = _text(record, config.column("instruction"))
-    response = _text(record, config.column("response"))
+    response = _text(record, config.column(response_field))
     reference = _optional_text(record, config.column("reference_answer")) if use_reference else None
     if rubric_source == "config":
         rubric = config.rubric
@@ -365,7 +412,9 @@ def _text(record: dict[str, Any], column: str) -> str:
     return str(value)
 
 
-def write_grades(output: Path, graded: list[dict[str, Any]], records: list[Any], keep_columns: list[str]) -> None:
+def write_grades(
+    output: Path, graded: list[dict[str, Any]], records: list[Any], keep_columns: list[str], fields: tuple[str, ...]
+) -> None:
     """Write atomically: JSONL keeps the lists; CSV has one probability column per score and one per CoT."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
@@ -373,7 +422,7 @@ def write_grades(output: Path, graded: list[dict[str, Any]], records: list[Any],
         {
             "row": record["row"],
             **{column: records[record["row"]].get(column) for column in keep_columns},
-            **{key: record[key] for key in OUTPUT_FIELDS[1:]},
+            **{key: record[key] for key in fields[1:]},
         }
         for record in graded
     ]
@@ -382,7 +431,7 @@ def write_grades(output: Path, graded: list[dict[str, Any]], records: list[Any],
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
-            flat = [_flat_row(row) for row in rows]
+            flat = [_flat_pair(row) if "a" in row else _flat_row(row) for row in rows]
             header = list(dict.fromkeys(key for row in flat for key in row))
             writer = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
             writer.writeheader()
@@ -409,6 +458,14 @@ def _rows(rows: list[int]) -> str:
 
 def _no_reference(rows: list[int]) -> str:
     return f"graded with the reference-free prompt (rows {_rows(rows)}); judges train with references: prefer them."
+
+
+def _flat_pair(row: dict[str, Any]) -> dict[str, Any]:
+    """CSV cells of a pair: the comparison, then each side's grade with ``a_`` / ``b_`` in front."""
+    flat = {key: value for key, value in row.items() if key not in ("a", "b")}
+    for side in ("a", "b"):
+        flat.update({f"{side}_{key}": value for key, value in _flat_row(row[side]).items()})
+    return flat
 
 
 def _describe(skipped: list[tuple[int, str]]) -> str:
