@@ -53,6 +53,7 @@ def _add_eval(parser: argparse.ArgumentParser) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     from llamafactory_tract.eval.config import load_eval_config
     from llamafactory_tract.eval.evaluate import describe_forced_cots, run_evaluation, score_definition
+    from llamafactory_tract.eval.pairwise import format_pairwise
     from llamafactory_tract.extras.paths import check_creatable_dir
 
     config = load_eval_config(args.config, args.overrides)
@@ -60,6 +61,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     report = run_evaluation(config)
     print(report.table)
     print(score_definition(config))
+    if report.pairwise:
+        print(format_pairwise(report.pairwise))
     forced = describe_forced_cots(report.closed_by)
     if forced:
         print(forced)

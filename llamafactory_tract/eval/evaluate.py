@@ -45,6 +45,7 @@ from llamafactory_tract.eval.intervals import (
     undefined_resamples,
 )
 from llamafactory_tract.eval.metrics import AVERAGED, average_metrics, format_table, score_metrics
+from llamafactory_tract.eval.pairwise import PairwiseResult, pairwise_agreement
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.backend import JudgePrompt
 from llamafactory_tract.judge.loader import load_backend
@@ -70,6 +71,8 @@ class EvalReport:
     output_dir: Path = Path(".")
     intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
     """95% intervals per benchmark and for ``average`` (``eval/intervals.py``); empty for old metrics files."""
+    pairwise: dict[str, PairwiseResult] = field(default_factory=dict)
+    """Agreement with GPT-4 on which response of a question is better (``eval/pairwise.py``), where it applies."""
 
 
 def run_evaluation(config: EvalConfig) -> EvalReport:
@@ -135,7 +138,8 @@ def _report(
     records: dict[RecordKey, dict[str, Any]],
     output_dir: Path,
 ) -> EvalReport:
-    per_benchmark, closed_by, distributions, details = {}, {}, {}, {}
+    per_benchmark, closed_by, distributions, details, pairwise = {}, {}, {}, {}, {}
+    values = [float(value) for value in config.score_values]
     for name, rows in benchmarks.items():
         chosen = [records[row_key(name, row)] for row in rows]
         predicted, truth = [r["score"] for r in chosen], [r["ground_truth"] for r in chosen]
@@ -143,6 +147,9 @@ def _report(
         closed_by[name] = dict(Counter(reason for record in chosen for reason in record["closed_by"]))
         groups = row_groups([row.source_id for row in rows], [row.row for row in rows])
         distributions[name] = metric_distribution(predicted, truth, groups)
+        pairs = pairwise_agreement(chosen, groups, values)
+        if pairs is not None:
+            pairwise[name] = pairs
         details[name] = {
             "questions": len(set(groups)),
             "undefined_resamples": undefined_resamples(distributions[name]),
@@ -160,6 +167,7 @@ def _report(
         closed_by,
         output_dir,
         intervals,
+        pairwise,
     )
     _write_metrics(config, report, details)
     return report
@@ -204,6 +212,7 @@ def _write_metrics(config: EvalConfig, report: EvalReport, details: dict[str, di
         },
         "interval_method": f"{int(CONFIDENCE * 100)}% {METHOD}",
         "score_definition": score_definition(config),
+        "pairwise": {name: result.to_dict() for name, result in report.pairwise.items()},
         "benchmark_rows": details,
         "cot_closed_by": report.closed_by,
     }

@@ -103,6 +103,7 @@ def test_eval_writes_table_and_files_and_resumes(tmp_path, capsys):
     assert "Vic. Bench" in printed and "MT Bench" in printed and "Average" in printed
     # A random model never writes the delimiter: all 3 rows x 2 CoTs were closed by force (EOS or length).
     assert "vicuna_bench: 6 of 6 CoTs closed without the delimiter (" in printed
+    assert "Scores: expected score renormalised over the score tokens (renormalize_scores: true)." in printed
     predictions = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 7
     record = json.loads(predictions[0])
@@ -110,6 +111,7 @@ def test_eval_writes_table_and_files_and_resumes(tmp_path, capsys):
     assert record["score"] == pytest.approx(sum(record["cot_scores"]) / 2)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["benchmarks"]["vicuna_bench"]["n"] == 3 and metrics["benchmarks"]["mt_bench"]["n"] == 4
+    assert metrics["score_definition"].startswith("Scores: expected score renormalised") and metrics["pairwise"] == {}
     assert (tmp_path / "out" / "metrics.csv").read_text().count("\n") == 4
 
     # Resume: an interrupted line is skipped, only the new rows are predicted.
