@@ -27,6 +27,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from llamafactory_tract.extras.errors import (
@@ -126,12 +127,16 @@ def _add_judge_items(parser: argparse.ArgumentParser, example: str) -> None:
 
 def _add_judge(parser: argparse.ArgumentParser) -> None:
     _add_judge_items(parser, "yaml_configs/judge_smollm2_cpu.yaml input=rows.csv output=grades.csv")
+    parser.add_argument("-v", "--verbose", action="store_true", help="keep the libraries' INFO logs (model loading)")
 
 
 def _run_judge(args: argparse.Namespace) -> int:
+    from llamafactory_tract.extras.logging import quiet_libraries
     from llamafactory_tract.judge.grade_file import run_grade_file
 
-    print(run_grade_file(args.configs).summary())
+    with nullcontext() if args.verbose else quiet_libraries():
+        report = run_grade_file(args.configs)
+    print(report.summary())
     return 0
 
 

@@ -58,7 +58,7 @@ from llamafactory_tract.judge.relative import RelativeGrade, relative_grade
 EXPECTED_SCORE_PREDICTORS = ("cot_rail", "rail")
 
 
-def _check_predictor(config: JudgeConfig) -> None:
+def check_predictor(config: JudgeConfig) -> None:
     if config.predictor not in EXPECTED_SCORE_PREDICTORS:
         raise ValueError(
             f"The judge returns expected scores: `predictor` must be one of {list(EXPECTED_SCORE_PREDICTORS)}, "
@@ -75,7 +75,7 @@ class TractJudge:
     """A loaded judge; ``absolute_grade`` grades rows with CoT-RAIL (or RAIL) and returns ``Grade`` objects."""
 
     def __init__(self, backend: JudgeBackend, config: JudgeConfig) -> None:
-        _check_predictor(config)
+        check_predictor(config)
         self.backend = backend
         self.config = config
         self.values = backend.score_tokens.numeric_values
@@ -83,7 +83,7 @@ class TractJudge:
     @classmethod
     def from_config(cls, config: JudgeConfig) -> "TractJudge":
         """Load the model of a ``JudgeConfig`` (transformers, or vLLM with ``backend: vllm``)."""
-        _check_predictor(config)
+        check_predictor(config)
         return cls(load_backend(config, with_cot=config.uses_cot), config)
 
     @classmethod

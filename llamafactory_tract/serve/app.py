@@ -35,20 +35,25 @@ import sys
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from functools import reduce
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from llamafactory.api.protocol import ScoreEvaluationRequest, ScoreEvaluationResponse
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from llamafactory_tract.extras.logging import get_logger
 from llamafactory_tract.judge.api import TractJudge
 from llamafactory_tract.judge.config import JudgeConfig, load_command_config
 from llamafactory_tract.judge.grade import Grade
 from llamafactory_tract.judge.prompts import Rubric, absolute_prompt, format_rubric
+from llamafactory_tract.judge.relative import relative_grade
 from llamafactory_tract.judge.reward import unit_score
+from llamafactory_tract.judge.vllm_async import AsyncVllmJudge, ContinuousGrader
 from llamafactory_tract.serve.batcher import MicroBatcher
-from llamafactory_tract.serve.schema import GradeRequest, RewardLabel, RewardRequest, RubricBody
+from llamafactory_tract.serve.schema import GradeRequest, RelativeGradeRequest, RewardLabel, RewardRequest, RubricBody
 
 logger = get_logger(__name__)
 
@@ -61,6 +66,12 @@ DEAD_ENGINE_GRACE_S = 2.0
 ENGINE_DEAD_DETAIL = (
     "The judge's engine has died (vLLM EngineDeadError, e.g. after running out of GPU memory) and cannot "
     f"recover; this server exits with status {EXIT_ENGINE_DEAD} so that its supervisor restarts it."
+)
+
+
+JSON_BODY_HINT = (
+    "The body must be JSON sent with the header `content-type: application/json` "
+    "(curl: -H 'content-type: application/json' -d '{...}'; Python: requests.post(url, json=body))."
 )
 
 
@@ -77,6 +88,10 @@ class ServeConfig(JudgeConfig):
     """Rows gathered into one micro-batch (the model then runs them in batches of ``batch_size`` sequences)."""
     max_wait_ms: float = Field(default=5.0, ge=0)
     """How long the first request of a micro-batch waits for others."""
+    serve_engine: Literal["async", "batch"] | None = None
+    """``async`` (``backend: vllm`` only, and its default): each row goes to vLLM's asynchronous engine as it
+    arrives and joins the sequences in flight (``judge/vllm_async.py``). ``batch`` (the default otherwise):
+    micro-batches of ``max_batch_rows`` / ``max_wait_ms``, each graded by one blocking call."""
     max_items_per_request: int = Field(default=64, ge=1)
     max_n_cot: int = Field(default=8, ge=1)
     reward_rubric: str | dict[str, str] | None = None
@@ -108,6 +123,17 @@ class ServeConfig(JudgeConfig):
         if groups < 1:
             raise ValueError("the pattern needs a group: group 1 is the instruction")
         return value
+
+    @model_validator(mode="after")
+    def _resolve_serve_engine(self) -> "ServeConfig":
+        if self.serve_engine is None:
+            self.serve_engine = "async" if self.backend == "vllm" else "batch"
+        elif self.serve_engine == "async" and self.backend != "vllm":
+            raise ValueError(
+                f"serve_engine: async runs vLLM's asynchronous engine; backend {self.backend!r} has none: set "
+                "`backend: vllm` or `serve_engine: batch`"
+            )
+        return self
 
 
 def reward_items(request: RewardRequest, config: ServeConfig) -> list[tuple[str, str, Rubric, str | None]]:
@@ -143,9 +169,15 @@ def reward_items(request: RewardRequest, config: ServeConfig) -> list[tuple[str,
     return items
 
 
-def create_app(judge: TractJudge, config: ServeConfig, stop: Callable[[], None] | None = None) -> FastAPI:
+def create_app(
+    judge: TractJudge | AsyncVllmJudge, config: ServeConfig, stop: Callable[[], None] | None = None
+) -> FastAPI:
     """The app; ``stop`` ends the server once the engine is dead (``run_server`` passes uvicorn's exit flag)."""
-    batcher = MicroBatcher(judge.grade_prompts, config.max_batch_rows, config.max_wait_ms / 1000)
+    batcher = (
+        ContinuousGrader(judge)
+        if isinstance(judge, AsyncVllmJudge)
+        else MicroBatcher(judge.grade_prompts, config.max_batch_rows, config.max_wait_ms / 1000)
+    )
 
     async def watch_engine() -> None:
         while not judge.backend.engine_dead():
@@ -166,6 +198,15 @@ def create_app(judge: TractJudge, config: ServeConfig, stop: Callable[[], None] 
         await batcher.stop()
 
     app = FastAPI(title="TRACT judge", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422 naming the field, plus how to send the body when it did not come as JSON."""
+        content: dict[str, Any] = {"detail": jsonable_encoder(error.errors())}
+        if "json" not in request.headers.get("content-type", ""):
+            content["hint"] = JSON_BODY_HINT
+        return JSONResponse(status_code=422, content=content)
+
     judge_config = judge.config
 
     @app.get("/health")
@@ -180,83 +221,93 @@ def create_app(judge: TractJudge, config: ServeConfig, stop: Callable[[], None] 
             "adapter": judge_config.adapter_name_or_path,
             "template": judge_config.template,
             "backend": judge_config.backend,
+            "serve_engine": "async" if isinstance(judge, AsyncVllmJudge) else "batch",
             "predictor": judge_config.predictor,
             "n_cot": judge_config.n_cot,
             "seed": judge_config.seed,
             "score_only_prompt": judge_config.score_only_prompt,
             "remove_reference": judge_config.remove_reference,
+            "prompts_truncated": judge.backend.contexts.shortened_prompts,
             "pending_rows": batcher.pending_rows,
             "batches": batcher.batches,
         }
 
-    @app.post("/v1/grade")
-    async def grade(request: GradeRequest) -> dict[str, Any]:
+    def admit(count: int, what: str) -> None:
+        """503 once the engine is dead; 413 above ``max_items_per_request``."""
         if judge.backend.engine_dead():
             raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL)
-        if len(request.items) > config.max_items_per_request:
+        if count > config.max_items_per_request:
             raise HTTPException(
                 status_code=413,
-                detail=f"{len(request.items)} items in one request; this server takes at most "
+                detail=f"{count} {what} in one request; this server takes at most "
                 f"{config.max_items_per_request} (max_items_per_request).",
             )
+
+    def cots_of(request: GradeRequest | RelativeGradeRequest) -> int:
         n_cot = judge_config.n_cot if request.n_cot is None else request.n_cot
         if n_cot > config.max_n_cot:
             raise HTTPException(
                 status_code=422, detail=f"n_cot={n_cot} exceeds this server's max_n_cot={config.max_n_cot}."
             )
-        prompts = [
-            absolute_prompt(
-                item.instruction,
-                item.response,
-                item.rubric if isinstance(item.rubric, str) else item.rubric.model_dump(),
-                item.reference_answer,
-            )
-            for item in request.items
-        ]
-        for index, prompt in enumerate(prompts):  # refused here, so one bad item cannot fail a shared micro-batch
+        return n_cot
+
+    async def graded(prompts: list[str], names: list[str], n_cot: int, seed: int) -> list[Grade]:
+        """Grades through the shared micro-batcher; a prompt the judge's rules cannot rewrite is a 422 naming it."""
+        for name, prompt in zip(names, prompts, strict=True):  # here, so one bad item cannot fail a shared batch
             try:
                 judge.judge_prompt(prompt)
             except ValueError as error:
-                raise HTTPException(status_code=422, detail=f"items[{index}]: {error}") from None
-        seed = judge_config.seed if request.seed is None else request.seed
+                raise HTTPException(status_code=422, detail=f"{name}: {error}") from None
         try:
-            grades = await batcher.submit(prompts, n_cot, seed)
+            return await batcher.submit(prompts, n_cot, seed)
         except Exception:
             if judge.backend.engine_dead():
                 raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL) from None
             raise
+
+    @app.post("/v1/grade")
+    async def grade(request: GradeRequest) -> dict[str, Any]:
+        admit(len(request.items), "items")
+        n_cot, seed = cots_of(request), judge_config.seed if request.seed is None else request.seed
+        prompts = [absolute_prompt(*item.judge_fields(item.response)) for item in request.items]
+        grades = await graded(prompts, [f"items[{index}]" for index in range(len(prompts))], n_cot, seed)
         return {
             "grades": [{"id": item.id, **grade.to_dict()} for item, grade in zip(request.items, grades, strict=True)],
             "n_cot": n_cot,
             "seed": seed,
         }
 
+    @app.post("/v1/relative_grade")
+    async def relative(request: RelativeGradeRequest) -> dict[str, Any]:
+        """Which response of each pair is better (``judge/relative.py``): both graded in the same micro-batch."""
+        admit(len(request.items), "items")
+        n_cot, seed = cots_of(request), judge_config.seed if request.seed is None else request.seed
+        sides = ("response_a", "response_b")
+        items = [
+            (f"items[{index}].{side}", item, getattr(item, side))
+            for side in sides
+            for index, item in enumerate(request.items)
+        ]
+        prompts = [absolute_prompt(*item.judge_fields(response)) for _, item, response in items]
+        names = [name for name, _, _ in items]
+        grades = await graded(prompts, names, n_cot, seed)
+        count = len(request.items)
+        pairs = [relative_grade(a, b, judge.values) for a, b in zip(grades[:count], grades[count:], strict=True)]
+        return {
+            "grades": [{"id": item.id, **pair.to_dict()} for item, pair in zip(request.items, pairs, strict=True)],
+            "n_cot": n_cot,
+            "seed": seed,
+        }
+
     async def reward_grades(request: RewardRequest) -> list[Grade]:
         """The grades of reward queries (``reward_items``), through the shared micro-batcher; 4xx/503 as for grades."""
-        if judge.backend.engine_dead():
-            raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL)
-        if len(request.query) > config.max_items_per_request:
-            raise HTTPException(
-                status_code=413,
-                detail=f"{len(request.query)} queries in one request; this server takes at most "
-                f"{config.max_items_per_request} (max_items_per_request).",
-            )
+        admit(len(request.query), "queries")
         try:
             prompts = [absolute_prompt(*item) for item in reward_items(request, config)]
         except ValueError as error:
             raise HTTPException(status_code=422, detail=str(error)) from None
-        for index, prompt in enumerate(prompts):  # refused here, so one bad query cannot fail a shared micro-batch
-            try:
-                judge.judge_prompt(prompt)
-            except ValueError as error:
-                raise HTTPException(status_code=422, detail=f"query[{index}]: {error}") from None
-        try:
-            grades = await batcher.submit(prompts, judge_config.n_cot, judge_config.seed)
-        except Exception:
-            if judge.backend.engine_dead():
-                raise HTTPException(status_code=503, detail=ENGINE_DEAD_DETAIL) from None
-            raise
-        return grades
+        names = [f"query[{index}]" for index in range(len(prompts))]
+        return await graded(prompts, names, judge_config.n_cot, judge_config.seed)
 
     @app.post("/get_reward")
     async def get_reward(request: RewardRequest) -> dict[str, Any]:
@@ -298,7 +349,7 @@ def run_server(items: list[str]) -> None:
     import uvicorn
 
     config = load_command_config(items, ServeConfig, "tract serve")
-    judge = TractJudge.from_config(config.judge_only())
+    judge = (AsyncVllmJudge if config.serve_engine == "async" else TractJudge).from_config(config.judge_only())
 
     def stop() -> None:
         server.should_exit = True  # as on SIGTERM: stop listening, finish the responses under way, return

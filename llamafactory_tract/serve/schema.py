@@ -34,22 +34,46 @@ class RubricBody(BaseModel):
     score5_description: Text
 
 
-class GradeItem(BaseModel):
+class JudgedItem(BaseModel):
+    """What every graded item has besides its response(s)."""
+
     model_config = ConfigDict(extra="forbid")
 
     instruction: Text
-    response: Text
     rubric: Text | RubricBody
     reference_answer: Text | None = None
     id: str | int | None = Field(default=None, description="echoed back; it does not change the grade")
 
+    def judge_fields(self, response: str) -> tuple[str, str, str | dict[str, str], str | None]:
+        """``absolute_prompt``'s arguments for one of this item's responses."""
+        rubric = self.rubric if isinstance(self.rubric, str) else self.rubric.model_dump()
+        return self.instruction, response, rubric, self.reference_answer
 
-class GradeRequest(BaseModel):
+
+class GradeItem(JudgedItem):
+    response: Text
+
+
+class RelativeGradeItem(JudgedItem):
+    response_a: Text
+    response_b: Text
+
+
+class JudgeSettings(BaseModel):
+    """Per-request settings, strictly typed: ``"seed": "42"`` or ``42.0`` is refused, not read as 42."""
+
     model_config = ConfigDict(extra="forbid")
 
+    n_cot: int | None = Field(default=None, ge=1, strict=True, description="CoTs per item (default: the server's)")
+    seed: int | None = Field(default=None, strict=True, description="sampling seed (default: the server's)")
+
+
+class GradeRequest(JudgeSettings):
     items: list[GradeItem] = Field(min_length=1)
-    n_cot: int | None = Field(default=None, ge=1, description="CoTs per item (default: the server's)")
-    seed: int | None = Field(default=None, description="sampling seed (default: the server's)")
+
+
+class RelativeGradeRequest(JudgeSettings):
+    items: list[RelativeGradeItem] = Field(min_length=1)
 
 
 class RewardLabel(BaseModel):

@@ -16,6 +16,9 @@
 
 import csv
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -245,3 +248,20 @@ def test_dataset_folder_goes_through_datasets_load_dataset(tmp_path, judge_setup
     assert [record["score"] for record in records] == pytest.approx([grade.score for grade in reference[:2]], abs=1e-5)
     assert main(["judge", *overrides, f"input={folder}", "split=test", f"output={output}"]) == 2
     assert "failed" in capsys.readouterr().err
+
+
+def test_tract_judge_shows_one_progress_bar_and_no_info_logs_unless_verbose(tmp_path, judge_setup):
+    overrides = judge_setup[0]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({**row, "rubric": RUBRIC}) + "\n" for row in ROWS))
+    command = [sys.executable, "-m", "llamafactory_tract.cli", "judge", *overrides, f"input={source}"]
+    quiet = subprocess.run([*command, f"output={tmp_path / 'q.jsonl'}"], capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr
+    bars = [line for line in re.split(r"[\r\n]", quiet.stderr) if "%|" in line]
+    assert bars and all(line.startswith("tract judge:") for line in bars), quiet.stderr
+    assert re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(row/s|s/row)\]", bars[-1])  # counts, elapsed<ETA, rate
+    assert "[INFO" not in quiet.stderr + quiet.stdout and "Graded 3 rows" in quiet.stdout
+    verbose = subprocess.run(
+        [*command, f"output={tmp_path / 'v.jsonl'}", "--verbose"], capture_output=True, text=True, timeout=600
+    )
+    assert verbose.returncode == 0 and "[INFO" in verbose.stdout + verbose.stderr

@@ -146,6 +146,9 @@ def test_three_entry_points_give_the_same_expected_scores(served, tmp_path, caps
         ({"items": [{"instruction": "q", "response": "a", "rubric": "r"}] * 5}, 413, "at most 4"),
         ({"items": [{"instruction": "q", "response": "a", "rubric": "r"}], "n_cot": 4}, 422, "max_n_cot=3"),
         ({"items": [{"instruction": "q", "response": "a", "rubric": "r"}], "n_cot": 0}, 422, "greater than or equal"),
+        ({"items": [{"instruction": "q", "response": "a", "rubric": "r"}], "seed": "42"}, 422, "valid integer"),
+        ({"items": [{"instruction": "q", "response": "a", "rubric": "r"}], "seed": 42.0}, 422, "valid integer"),
+        ({"items": [{"instruction": "q", "response": "a", "rubric": "r"}], "n_cot": "2"}, 422, "valid integer"),
     ],
 )
 def test_malformed_requests_are_refused_with_a_message(served, body, status, message):
@@ -155,6 +158,46 @@ def test_malformed_requests_are_refused_with_a_message(served, body, status, mes
     assert response.status_code == status
     assert message in response.text
     assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_a_body_sent_without_the_json_content_type_gets_a_hint(served):
+    body = json.dumps({"items": [{"instruction": "q", "response": "a", "rubric": "r"}]})
+    response = httpx.post(
+        f"{served[0]}/v1/grade", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 422
+    assert "content-type: application/json" in response.json()["hint"]
+    sent_as_json = httpx.post(f"{served[0]}/v1/grade", json={"items": [{"instruction": "q"}]})
+    assert sent_as_json.status_code == 422 and "hint" not in sent_as_json.json()
+
+
+def test_relative_grades_over_http_equal_the_python_api_and_health_counts_truncated_prompts(served):
+    url, judge, _ = served
+    items = [
+        {
+            "instruction": row["instruction"],
+            "response_a": row["response"],
+            "response_b": "No idea.",
+            "rubric": RUBRIC,
+            "id": index,
+        }
+        for index, row in enumerate(ROWS)
+    ]
+    response = httpx.post(f"{url}/v1/relative_grade", json={"items": items}, timeout=120)
+    assert response.status_code == 200, response.text
+    expected = judge.relative_grade(
+        instructions=[row["instruction"] for row in ROWS],
+        responses_a=[row["response"] for row in ROWS],
+        responses_b=["No idea."] * len(ROWS),
+        rubric=RUBRIC,
+    )
+    for grade, pair in zip(response.json()["grades"], expected, strict=True):
+        found = [grade[key] for key in ("p_a_better", "p_tie", "p_b_better", "score_difference")]
+        assert found == pytest.approx([pair.p_a_better, pair.p_tie, pair.p_b_better, pair.score_difference], abs=1e-5)
+        assert grade["grade_a"]["cots"] == pair.grade_a.cots and grade["grade_b"]["prompt_truncated"] is False
+    missing = httpx.post(f"{url}/v1/relative_grade", json={"items": [{**items[0], "response_b": " "}]})
+    assert missing.status_code == 422 and "response_b" in missing.text
+    assert httpx.get(f"{url}/health").json()["prompts_truncated"] == 0
 
 
 def test_a_score_only_server_grades_rewritten_prompts_and_refuses_an_unrewritable_item(tiny_model_dirs):
