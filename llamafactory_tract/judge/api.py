@@ -46,7 +46,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from llamafactory_tract.data.authors_rules import PromptSectionMissing
 from llamafactory_tract.judge.backend import JudgeBackend, JudgePrompt
 from llamafactory_tract.judge.config import JudgeConfig, build_judge_config
 from llamafactory_tract.judge.grade import Grade, grade_on_scale
@@ -201,14 +200,7 @@ class TractJudge:
         )[0]
 
     def judge_prompt(self, prompt: str) -> str:
-        """The prompt the model sees: ``prompt`` after the config's authors' rules (unchanged when both are off)."""
-        rules = self.config.prompt_rules
-        if not rules.active:
-            return prompt
-        try:
-            return rules.apply(prompt).text
-        except PromptSectionMissing as error:
-            raise ValueError(f"Cannot apply score_only_prompt/remove_reference to the prompt: {error}.") from None
+        return self.config.judge_prompt(prompt)
 
     def grade_prompts(
         self, prompts: Sequence[str], n_cot: int | None = None, seed: int | None = None, use_tqdm: bool = False

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llamafactory_tract.data.authors_rules import AuthorsPromptRules
+from llamafactory_tract.data.authors_rules import AuthorsPromptRules, PromptSectionMissing
 from llamafactory_tract.data.judge_card import JUDGE_CARD_FILE, InvalidJudgeCard, JudgeCard, read_judge_card
 from llamafactory_tract.data.score_format import ScoreFormat
 from llamafactory_tract.extras.config_files import (
@@ -176,6 +176,16 @@ class JudgeConfig(BaseModel):
         """Rows per model batch: ``batch_size`` counts sequences, and each row samples ``n_cot`` of them."""
         n_cot = self.n_cot if n_cot is None else n_cot
         return max(1, self.batch_size // n_cot) if self.uses_cot else self.batch_size
+
+    def judge_prompt(self, prompt: str) -> str:
+        """The prompt the model sees: ``prompt`` after the authors' rules (unchanged when both are off)."""
+        rules = self.prompt_rules
+        if not rules.active:
+            return prompt
+        try:
+            return rules.apply(prompt).text
+        except PromptSectionMissing as error:
+            raise ValueError(f"Cannot apply score_only_prompt/remove_reference to the prompt: {error}.") from None
 
     def judge_only(self) -> "JudgeConfig":
         """The judge keys alone, without a command's own keys (what a backend or a prediction key needs)."""

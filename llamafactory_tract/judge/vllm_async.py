@@ -36,7 +36,7 @@ import numpy as np
 
 from llamafactory_tract.data.score_tokens import ScoreTokens
 from llamafactory_tract.extras.logging import get_logger
-from llamafactory_tract.judge.api import TractJudge, check_predictor, prompt_key
+from llamafactory_tract.judge.api import check_predictor, prompt_key
 from llamafactory_tract.judge.backend import CoTSample, JudgePrompt, SamplingConfig
 from llamafactory_tract.judge.config import JudgeConfig
 from llamafactory_tract.judge.grade import Grade, grade_on_scale
@@ -144,9 +144,6 @@ class AsyncVllmBackend:
 class AsyncVllmJudge:
     """``TractJudge``'s grades, each row graded as soon as it is given, through an ``AsyncVllmBackend``."""
 
-    judge_prompt = TractJudge.judge_prompt
-    """The prompt the model sees, rewritten as ``TractJudge`` rewrites it (it reads only ``config``)."""
-
     def __init__(self, backend: AsyncVllmBackend, config: JudgeConfig) -> None:
         check_predictor(config)
         self.backend = backend
@@ -162,6 +159,9 @@ class AsyncVllmJudge:
 
     def close(self) -> None:
         self.backend.close()
+
+    def judge_prompt(self, prompt: str) -> str:
+        return self.config.judge_prompt(prompt)
 
     async def grade_prompts(
         self, prompts: Sequence[str], n_cot: int | None = None, seed: int | None = None

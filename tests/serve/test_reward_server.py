@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from llamafactory_tract.serve.app import ServeConfig, create_app
 from tests.helpers.judge import FAMILY, ROWS, RUBRIC, SETTINGS, tiny_judge
-from tests.serve.test_judge_server import _free_port, _wait_until_healthy
+from tests.helpers.server import free_port, wait_until_healthy
+from tests.serve.test_judge_server import START_TIMEOUT_S
 
 CHATML_USER = r"<\|im_start\|>user\n(.*?)<\|im_end\|>"
 OTHER_RUBRIC = "Is the response concise? Score 1 is rambling, score 5 is to the point."
@@ -67,14 +68,14 @@ def served(tiny_model_dirs, tmp_path_factory):
         "reward_prompt_end": "<|im_start|>assistant\n",
     }
     (folder / "serve.yaml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = folder / "serve.log"
     command = [sys.executable, "-m", "llamafactory_tract.cli", "serve", str(folder / "serve.yaml"), f"port={port}"]
     with log.open("w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=handle)
     try:
         judge = tiny_judge(model_dir, template)
-        _wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, log, START_TIMEOUT_S)
         yield f"http://127.0.0.1:{port}", judge
     finally:
         process.terminate()
